@@ -1,0 +1,148 @@
+"""The one model-folder format: a Hugging Face folder plus automl.json.
+
+Trial checkpoints and exported models share it, so export is a copy and
+`automl predict` uses exactly the code that computed the reported test metric.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from automl.errors import ModelError
+from automl.paths import ensure_offline
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "automl.json"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What predict needs besides the weights."""
+
+    task: str  # "classification" | "regression"
+    label_names: list[str]
+    max_length: int
+    backbone: str
+    text_columns: list[str]
+    format: str = "transformers"  # or "setfit" later
+    version: int = 1
+
+
+def select_device() -> Any:
+    """cuda when present, else mps, else cpu. Never hard-coded."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' load reports ("newly initialized classifier" is expected)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def save_model_dir(model: Any, tokenizer: Any, meta: ModelMeta, path: str | Path) -> Path:
+    """Save a model folder (safetensors weights, config, tokenizer, automl.json)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    (path / META_FILE).write_text(json.dumps(asdict(meta), indent=2))
+    return path
+
+
+def read_meta(path: str | Path) -> ModelMeta:
+    """Read automl.json of a model folder, with a clear error when it is not one."""
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise ModelError(
+            f"{path} is not an automl model folder (no {META_FILE}): pass the folder that "
+            "`automl run` printed, e.g. runs/<study>/best"
+        )
+    try:
+        raw = json.loads(meta_path.read_text())
+        return ModelMeta(**raw)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{meta_path} is corrupt ({exc}): export the model again") from exc
+
+
+def load_model_dir(path: str | Path) -> tuple[Any, Any, ModelMeta]:
+    """Load (model, tokenizer, meta) from a model folder, offline, no remote code."""
+    ensure_offline()
+    meta = read_meta(path)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    quiet_transformers()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the model in {path}: {exc}") from exc
+    model.eval()
+    return model, tokenizer, meta
+
+
+def predict_logits(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str] | tuple[str, ...],
+    max_length: int,
+    batch_size: int = 64,
+    device: Any = None,
+) -> np.ndarray:
+    """Raw model outputs for texts, shape (n, num_labels). Sorted by length for speed
+    (dynamic padding), returned in input order."""
+    import torch
+
+    device = device or next(model.parameters()).device
+    n = len(texts)
+    order = sorted(range(n), key=lambda i: len(texts[i]))
+    out: np.ndarray | None = None
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            enc = tokenizer(
+                [texts[i] for i in idx],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(device)
+            logits = model(**enc).logits.float().cpu().numpy()
+            if out is None:
+                out = np.zeros((n, logits.shape[1]), dtype=np.float32)
+            out[idx] = logits
+    if out is None:
+        num = int(getattr(model.config, "num_labels", 1))
+        return np.zeros((0, num), dtype=np.float32)
+    return out
+
+
+def logits_to_predictions(logits: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(predictions, probabilities): class ids and softmax for classification; values for
+    regression (probabilities None)."""
+    if task == "regression":
+        return logits[:, 0].astype(np.float64), None
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return logits.argmax(axis=1), probs

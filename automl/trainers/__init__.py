@@ -1,0 +1,1 @@
+"""Trainers: one module per track, behind the small Protocol in base.py."""
