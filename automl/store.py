@@ -1,0 +1,534 @@
+"""SQLite store of studies, trials, epochs and artifacts (the only module that writes SQL).
+
+One file (``./automl.db`` by default) in WAL mode, so two training workers and a reader
+(the app, ``automl leaderboard``) can use it at once. Every write is one short
+``BEGIN IMMEDIATE`` transaction: taking the write lock up front lets the busy timeout
+do the waiting instead of failing with "database is locked".
+
+The schema is built by numbered migrations kept in ``PRAGMA user_version``. To change it,
+append a function to ``MIGRATIONS``; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import sqlite_utils
+from sqlite_utils.db import NotFoundError
+
+from automl.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_DB", "MIGRATIONS", "SCHEMA_VERSION", "Store", "new_study_id"]
+
+DEFAULT_DB = "automl.db"
+BUSY_TIMEOUT_S = 30  # a writer waits this long for another's commit (commits take ms)
+STUDY_STATUSES = ("running", "succeeded", "failed", "cancelled")
+TRIAL_STATUSES = ("running", "complete", "pruned", "failed", "stopped")
+_BOARD_COLUMNS = "number status track params metrics epochs_done seconds error".split()
+_JSON_COLUMNS = {"data_summary", "cleaning", "options", "test_metrics", "params", "metrics"}
+
+
+# -- migrations ---------------------------------------------------------------------------
+
+
+_TYPES = {"text": str, "int": int, "real": float}
+
+
+def _columns(spec: str) -> dict[str, type]:
+    """``"id seed:int wall_s:real"`` -> ``{"id": str, "seed": int, "wall_s": float}``."""
+    pairs = (column.partition(":") for column in spec.split())
+    return {name: _TYPES[kind or "text"] for name, _, kind in pairs}
+
+
+def _m1_core(db: sqlite_utils.Database) -> None:
+    """Version 1: studies, trials, epochs, artifacts. JSON columns are text."""
+    db.table("studies").create(
+        _columns(
+            "id created_at finished_at status dataset task track metric mode budget_s:real "
+            "seed:int data_summary cleaning options best_trial_id best_model_dir "
+            "test_metrics wall_s:real error"
+        ),
+        pk="id",
+        not_null={"created_at", "status"},
+        if_not_exists=True,
+    )
+    db.table("trials").create(
+        _columns(
+            "id study_id number:int track status params metrics epochs_done:int "
+            "seconds:real error checkpoint_dir started_at finished_at"
+        ),
+        pk="id",
+        foreign_keys=[("study_id", "studies", "id")],
+        not_null={"study_id", "number", "status"},
+        if_not_exists=True,
+    )
+    db.table("epochs").create(
+        _columns("trial_id epoch:int metrics train_loss:real seconds:real"),
+        pk=("trial_id", "epoch"),
+        foreign_keys=[("trial_id", "trials", "id")],
+        if_not_exists=True,
+    )
+    db.table("artifacts").create(
+        _columns("id:int study_id trial_id kind path bytes:int sha256 created_at"),
+        pk="id",
+        foreign_keys=[("study_id", "studies", "id"), ("trial_id", "trials", "id")],
+        not_null={"study_id", "kind", "path"},
+        if_not_exists=True,
+    )
+    for table, column in [
+        ("studies", "created_at"),
+        ("trials", "study_id"),
+        ("epochs", "trial_id"),
+        ("artifacts", "study_id"),
+    ]:
+        db.table(table).create_index([column], if_not_exists=True)
+
+
+# Applied in order; MIGRATIONS[i] brings the schema from version i to i + 1.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_core]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def new_study_id(dataset_name: str) -> str:
+    """A readable unique id, e.g. ``fortunes8-20261126-054512-a1b2`` for ``fortunes8.csv``."""
+    stem = Path(str(dataset_name)).stem.lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:32].strip("-") or "study"
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{slug}-{stamp}-{secrets.token_hex(2)}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _clean(value: Any) -> Any:
+    """Make a value JSON-safe: NaN/inf become None, numpy scalars and dataclasses plain."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _clean(dataclasses.asdict(value))
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        try:  # numpy / torch scalars
+            return _clean(value.item())
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+def _dumps(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(_clean(value), sort_keys=True, default=str)
+
+
+def _num(value: float | None) -> float | None:
+    """A float for a REAL column, None when missing or not finite."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: json.loads(v) if k in _JSON_COLUMNS and isinstance(v, str) else v
+        for k, v in row.items()
+    }
+
+
+def _size(path: Path) -> int | None:
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return None
+
+
+def _rank_value(trial: dict[str, Any], metric: str) -> float | None:
+    """The trial's value of ``metric`` for ranking; None for failed trials or no value."""
+    value = (trial["metrics"] or {}).get(metric)
+    if trial["status"] == "failed" or isinstance(value, bool):
+        return None
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _check(status: str, allowed: tuple[str, ...], what: str) -> None:
+    if status not in allowed:
+        raise StoreError(f"{what} status {status!r} is not one of {', '.join(allowed)}")
+
+
+# -- the store ----------------------------------------------------------------------------
+
+
+class Store:
+    """Studies, trials, epochs and artifacts in one SQLite file.
+
+    ``Store()`` opens (and creates or upgrades) ``./automl.db``; ``Store.memory()`` gives
+    a private in-memory store for tests. Use it as a context manager or call ``close()``.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB) -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()  # one connection may be shared by threads
+        try:
+            if self.path != ":memory:":
+                Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        except (OSError, sqlite3.DatabaseError) as e:
+            raise self._cannot_open(e) from e
+        self.db = sqlite_utils.Database(conn)
+        try:
+            if self.path != ":memory:":
+                self.db.enable_wal()
+                # Safe with WAL (no corruption on crash), and avoids an fsync per commit.
+                self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except (StoreError, sqlite3.DatabaseError) as e:
+            self.close()
+            if isinstance(e, StoreError):
+                raise
+            raise self._cannot_open(e) from e
+
+    def _cannot_open(self, e: Exception) -> StoreError:
+        return StoreError(
+            f"cannot open the automl store {self.path!r}: {e}. "
+            "Check that the path is a writable SQLite file, or pass another with --db"
+        )
+
+    @classmethod
+    def memory(cls) -> Store:
+        """A fresh in-memory store (for tests)."""
+        return cls(":memory:")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r})"
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite_utils.Database]:
+        """One short transaction holding the write lock from its start."""
+        with self._lock:
+            try:
+                self.db.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise StoreError(
+                    f"the automl store {self.path!r} stayed locked by another process for "
+                    f"over {BUSY_TIMEOUT_S}s ({e}); retry when the other run has finished"
+                ) from e
+            try:
+                yield self.db
+            except BaseException:
+                self.db.rollback()
+                raise
+            self.db.conn.execute("COMMIT")
+
+    def _version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        if self._version() > SCHEMA_VERSION:
+            raise StoreError(
+                f"the automl store {self.path!r} has schema version {self._version()}, "
+                f"newer than this automl understands ({SCHEMA_VERSION}): upgrade automl "
+                "(pip install -U automl) or use another --db file"
+            )
+        for target in range(self._version() + 1, SCHEMA_VERSION + 1):
+            with self._write() as db:
+                if self._version() >= target:  # another process got here first
+                    continue
+                logger.info("store %s: migrating schema to version %d", self.path, target)
+                MIGRATIONS[target - 1](db)
+                db.execute(f"PRAGMA user_version = {target}")
+
+    # -- studies --------------------------------------------------------------------------
+
+    def create_study(
+        self,
+        *,
+        dataset: str,
+        task: str,
+        track: str,
+        metric: str,
+        mode: str,
+        budget_s: float,
+        seed: int,
+        data_summary: dict[str, Any],
+        cleaning: dict[str, Any],
+        options: dict[str, Any],
+        study_id: str | None = None,
+    ) -> str:
+        """Record a new running study and return its id."""
+        study_id = study_id or new_study_id(dataset)
+        row = {
+            "id": study_id,
+            "created_at": _now(),
+            "status": "running",
+            "dataset": str(dataset),
+            "task": task,
+            "track": track,
+            "metric": metric,
+            "mode": mode,
+            "budget_s": _num(budget_s),
+            "seed": seed,
+            "data_summary": _dumps(data_summary),
+            "cleaning": _dumps(cleaning),
+            "options": _dumps(options),
+        }
+        with self._write() as db:
+            if db.table("studies").count_where("id = ?", [study_id]):
+                raise StoreError(f"study {study_id!r} already exists: choose another id")
+            db.table("studies").insert(row)
+        logger.debug("study %s created", study_id)
+        return study_id
+
+    def finish_study(
+        self,
+        study_id: str,
+        *,
+        status: str,
+        best_trial_id: str | None = None,
+        best_model_dir: str | None = None,
+        test_metrics: dict[str, Any] | None = None,
+        wall_s: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Mark a study finished (succeeded, failed or cancelled) with its results."""
+        _check(status, STUDY_STATUSES, "study")
+        updates = {
+            "status": status,
+            "finished_at": _now(),
+            "best_trial_id": best_trial_id,
+            "best_model_dir": None if best_model_dir is None else str(best_model_dir),
+            "test_metrics": _dumps(test_metrics),
+            "wall_s": _num(wall_s),
+            "error": error,
+        }
+        with self._write() as db:
+            if not db.table("studies").count_where("id = ?", [study_id]):
+                raise self._unknown(study_id)
+            db.table("studies").update(
+                study_id, {k: v for k, v in updates.items() if v is not None}
+            )
+
+    def delete_study(self, study_id: str) -> None:
+        """Remove a study with its trials, epochs and artifacts (no-op if it is unknown)."""
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM epochs WHERE trial_id IN (SELECT id FROM trials WHERE study_id = ?)",
+                [study_id],
+            )
+            for table in ("artifacts", "trials"):
+                db.execute(f"DELETE FROM {table} WHERE study_id = ?", [study_id])
+            db.execute("DELETE FROM studies WHERE id = ?", [study_id])
+        logger.debug("study %s deleted", study_id)
+
+    def get_study(self, study_id: str) -> dict[str, Any]:
+        """One study as a dict, JSON columns decoded."""
+        with self._lock:
+            try:
+                return _decode(self.db.table("studies").get(study_id))
+            except NotFoundError:
+                raise self._unknown(study_id) from None
+
+    def latest_study_id(self) -> str | None:
+        """The most recently created study's id, or None when there is none."""
+        studies = self.list_studies(limit=1)
+        return studies[0]["id"] if studies else None
+
+    def list_studies(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Studies, newest first, JSON columns decoded."""
+        with self._lock:
+            rows = self.db.table("studies").rows_where(
+                order_by="created_at DESC, rowid DESC", limit=limit
+            )
+            return [_decode(r) for r in rows]
+
+    def _unknown(self, study_id: str) -> StoreError:
+        recent = [s["id"] for s in self.list_studies(limit=5)]
+        known = f"recent studies: {', '.join(recent)}" if recent else "it has no studies yet"
+        return StoreError(
+            f"no study {study_id!r} in {self.path} ({known}). "
+            "Run `automl leaderboard` with no argument to see the latest study"
+        )
+
+    # -- trials and epochs ----------------------------------------------------------------
+
+    def upsert_trial(
+        self,
+        study_id: str,
+        *,
+        number: int,
+        track: str,
+        status: str,
+        params: dict[str, Any],
+        metrics: dict[str, Any] | None = None,
+        epochs_done: int = 0,
+        seconds: float = 0.0,
+        error: str | None = None,
+        checkpoint_dir: str | None = None,
+    ) -> str:
+        """Insert or update trial ``number`` of a study; returns the trial id."""
+        _check(status, TRIAL_STATUSES, "trial")
+        trial_id = f"{study_id}:{number}"
+        row = {
+            "study_id": study_id,
+            "number": number,
+            "track": track,
+            "status": status,
+            "params": _dumps(params),
+            "metrics": _dumps(metrics),
+            "epochs_done": epochs_done,
+            "seconds": _num(seconds),
+            "error": error,
+            "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
+        }
+        with self._write() as db:
+            try:
+                old: dict[str, Any] | None = db.table("trials").get(trial_id)
+            except NotFoundError:
+                old = None
+            finished = old["finished_at"] if old else None
+            row["finished_at"] = None if status == "running" else finished or _now()
+            if old:
+                db.table("trials").update(trial_id, row)
+            else:
+                db.table("trials").insert({"id": trial_id, "started_at": _now(), **row})
+        return trial_id
+
+    def add_epoch(
+        self, trial_id: str, epoch: int, metrics: dict[str, Any], train_loss: float, seconds: float
+    ) -> None:
+        """Record (or re-record) one epoch's validation metrics for a trial."""
+        row = {
+            "trial_id": trial_id,
+            "epoch": epoch,
+            "metrics": _dumps(metrics),
+            "train_loss": _num(train_loss),
+            "seconds": _num(seconds),
+        }
+        with self._write() as db:
+            db.table("epochs").upsert(row, pk=("trial_id", "epoch"))
+
+    def trials(self, study_id: str) -> list[dict[str, Any]]:
+        """A study's trials by number, JSON columns decoded."""
+        with self._lock:
+            rows = self.db.table("trials").rows_where(
+                "study_id = ?", [study_id], order_by="number"
+            )
+            return [_decode(r) for r in rows]
+
+    def epochs(
+        self, trial_id: str | None = None, *, study_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Epochs of one trial, or of every trial of ``study_id``, in order."""
+        if (trial_id is None) == (study_id is None):
+            raise TypeError("epochs() takes a trial_id or a study_id=, exactly one of them")
+        with self._lock:
+            if trial_id is not None:
+                rows = self.db.table("epochs").rows_where(
+                    "trial_id = ?", [trial_id], order_by="epoch"
+                )
+            else:
+                rows = self.db.query(
+                    "SELECT e.* FROM epochs e JOIN trials t ON t.id = e.trial_id "
+                    "WHERE t.study_id = ? ORDER BY t.number, e.epoch",
+                    [study_id],
+                )
+            return [_decode(r) for r in rows]
+
+    # -- artifacts ------------------------------------------------------------------------
+
+    def add_artifact(
+        self,
+        study_id: str,
+        kind: str,
+        path: str | Path,
+        trial_id: str | None = None,
+        sha256: str | None = None,
+    ) -> int:
+        """Record a file or folder a study produced; returns the artifact's row id."""
+        size = _size(Path(path))
+        if size is None:
+            logger.warning("artifact %s of study %s does not exist (yet)", path, study_id)
+        row = {
+            "study_id": study_id,
+            "trial_id": trial_id,
+            "kind": kind,
+            "path": str(path),
+            "bytes": size,
+            "sha256": sha256,
+            "created_at": _now(),
+        }
+        with self._write() as db:
+            return cast(int, db.table("artifacts").insert(row).last_pk)
+
+    def artifacts(self, study_id: str) -> list[dict[str, Any]]:
+        """A study's artifacts in the order they were added."""
+        with self._lock:
+            return list(
+                self.db.table("artifacts").rows_where("study_id = ?", [study_id], order_by="id")
+            )
+
+    # -- leaderboard ----------------------------------------------------------------------
+
+    def leaderboard(
+        self, study_id: str, metric: str | None = None, mode: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A study's trials ranked best first by ``metric`` (default: the study's own).
+
+        Failed trials and trials without a finite value of the metric come last with
+        rank None. ``value`` is the metric value used for ranking.
+        """
+        study = self.get_study(study_id)
+        metric = metric or study["metric"]
+        mode = mode or study["mode"] or "max"
+        if mode not in ("max", "min"):
+            raise StoreError(f"mode {mode!r} is not 'max' or 'min'")
+        rows = [(t, _rank_value(t, metric)) for t in self.trials(study_id)]
+        sign = -1.0 if mode == "max" else 1.0
+        rows.sort(key=lambda r: (r[1] is None, sign * (r[1] or 0.0), r[0]["number"]))
+        best = study["best_trial_id"]
+        if best not in {t["id"] for t, _ in rows}:
+            best = rows[0][0]["id"] if rows and rows[0][1] is not None else None
+        return [
+            {
+                "rank": i if value is not None else None,
+                "trial_id": t["id"],
+                **{k: t[k] for k in _BOARD_COLUMNS},
+                "value": value,
+                "is_best": t["id"] == best,
+            }
+            for i, (t, value) in enumerate(rows, start=1)
+        ]
