@@ -1,0 +1,483 @@
+"""Ray Tune + OptunaSearch + ASHA within a hard deadline. The only module that imports ray
+and optuna.
+
+`run_search` takes data, a search space, a trainer and an observer, and returns frozen
+trial records. It never touches the store: the caller's observer does, so the search can
+be tested without a database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from automl.config import EpochResult, PreparedData, Split, TrialContext, TrialRecord
+from automl.spaces import SearchSpace
+from automl.trainers.base import Trainer
+
+logger = logging.getLogger(__name__)
+
+DONE_FILE = "done.json"
+# Reported alongside the trainer's metrics; everything else in a result is Ray's.
+_AUX_KEYS = ("epoch", "train_loss", "trial_seconds", "improved", "metric_names")
+# Ray's unix socket paths must stay under ~107 characters.
+_MAX_RAY_TMP_LEN = 60
+
+
+class SearchObserver(Protocol):
+    """Receives progress in the driver process as it happens (store writes, progress bar)."""
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
+
+    def epoch_reported(self, number: int, epoch: EpochResult) -> None: ...
+
+    def trial_ended(self, record: TrialRecord) -> None: ...
+
+
+class NullObserver:
+    """An observer that ignores everything."""
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        pass
+
+    def epoch_reported(self, number: int, epoch: EpochResult) -> None:
+        pass
+
+    def trial_ended(self, record: TrialRecord) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How to search. `deadline` is a time.time() value: no trial runs past it."""
+
+    deadline: float
+    work_dir: str  # trial checkpoints go to <work_dir>/trials/<trial_id>/best
+    metric: str = "macro_f1"
+    mode: str = "max"
+    max_trials: int | None = None  # None: as many as the deadline allows
+    seed: int = 0
+    num_cpus: int | None = None  # local Ray: None = all cores
+    cpus_per_trial: int = 1
+    ray_address: str | None = None  # connect to an existing cluster instead of starting one
+    backbone_paths: dict[str, str] = field(default_factory=dict)
+    # Do not start a trial with less than this left: it could not finish one epoch.
+    min_trial_seconds: float = 5.0
+    # ASHA: rungs at 1, 2, 4, ... epochs; a trial below the top 1/reduction_factor stops.
+    reduction_factor: int = 2
+    grace_period: int = 1
+
+
+def run_search(
+    data: PreparedData,
+    space: SearchSpace,
+    trainer: Trainer,
+    settings: SearchSettings,
+    observer: SearchObserver | None = None,
+    ray_ready: Callable[[], None] | None = None,
+) -> list[TrialRecord]:
+    """Search `space` with `trainer` until the deadline or `max_trials`; return all trials.
+
+    The test split is dropped before data reaches the trials. Failed trials come back as
+    records with status "failed" and the error text; the search goes on.
+    """
+    observer = observer or NullObserver()
+    data = replace(data, test=Split(texts=(), labels=()))  # the search never sees test
+    _quiet_ray()
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started_ray = _init_ray(settings)
+    if ray_ready:
+        ray_ready()
+    try:
+        concurrency = _concurrency(settings)
+        epochs_spec = space.get("epochs")
+        max_t = int(epochs_spec.high) if epochs_spec and epochs_spec.high else 10
+        searcher = _DeadlineLimiter(
+            OptunaSearch(
+                space=_optuna_space(space),
+                metric=settings.metric,
+                mode=settings.mode,
+                points_to_evaluate=[space.init_config()],
+                sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=4),
+            ),
+            max_concurrent=concurrency,
+            cutoff=settings.deadline - settings.min_trial_seconds,
+        )
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max_t,
+            grace_period=settings.grace_period,
+            reduction_factor=settings.reduction_factor,
+        )
+        trials_dir = Path(settings.work_dir) / "trials"
+        trials_dir.mkdir(parents=True, exist_ok=True)
+        collector = _Collector(observer, settings, trials_dir)
+        trainable = tune.with_parameters(
+            _run_trial,
+            data=data,
+            trainer=trainer,
+            backbone_paths=dict(settings.backbone_paths),
+            deadline=settings.deadline,
+            metric=settings.metric,
+            mode=settings.mode,
+            seed=settings.seed,
+            trials_dir=str(trials_dir.resolve()),
+        )
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, _trial_resources(settings, concurrency)),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                metric=settings.metric,
+                mode=settings.mode,
+                num_samples=settings.max_trials or -1,
+                # Trainers stop themselves at the deadline and report a last partial
+                # epoch; Ray's own stop is a backstop a few seconds later.
+                time_budget_s=max(1.0, settings.deadline - time.time() + 3.0),
+                reuse_actors=True,
+                max_concurrent_trials=concurrency,
+            ),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=str((Path(settings.work_dir) / "ray_results").resolve()),
+                verbose=0,
+                callbacks=[collector._tune_callback],
+                log_to_file=False,
+            ),
+        )
+        tuner.fit()
+        return collector.records()
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _quiet_ray() -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1e9")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+    # Trial errors become failed rows in the leaderboard; Ray's tracebacks stay off the
+    # console (they are kept in the run folder's ray_results).
+    for name in ("ray", "ray.tune", "ray.train", "ray.data", "ray.air"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def ray_temp_dir(work_dir: str | Path) -> str:
+    """Ray's session files: inside the run folder when the path is short enough for
+    Ray's unix sockets, else a short folder under the system temp dir."""
+    candidate = Path(work_dir).resolve() / "ray"
+    if len(str(candidate)) <= _MAX_RAY_TMP_LEN:
+        candidate.mkdir(parents=True, exist_ok=True)
+        return str(candidate)
+    short = tempfile.mkdtemp(prefix="automl-ray-")
+    logger.info("run folder path too long for Ray's sockets; Ray session files in %s", short)
+    return short
+
+
+def start_ray(settings: SearchSettings) -> bool:
+    """Start a local Ray (or connect to `ray_address`) ahead of the search, so its start-up
+    overlaps other work. Returns True when this call started it (then call stop_ray)."""
+    _quiet_ray()
+    return _init_ray(settings)
+
+
+def stop_ray() -> None:
+    """Shut down the Ray session started by start_ray."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _init_ray(settings: SearchSettings) -> bool:
+    """Start (or connect to) Ray. Returns True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    common: dict[str, Any] = {
+        "logging_level": logging.ERROR,
+        "log_to_driver": False,
+        "include_dashboard": False,
+        "configure_logging": True,
+    }
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, **common)
+    else:
+        ray.init(
+            num_cpus=settings.num_cpus or os.cpu_count() or 1,
+            _temp_dir=ray_temp_dir(settings.work_dir),
+            **common,
+        )
+    return True
+
+
+def _concurrency(settings: SearchSettings) -> int:
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    n = max(1, cpus // max(1, settings.cpus_per_trial))
+    return min(n, settings.max_trials) if settings.max_trials else n
+
+
+def _trial_resources(settings: SearchSettings, concurrency: int) -> dict[str, float]:
+    import ray
+
+    res: dict[str, float] = {"cpu": settings.cpus_per_trial}
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if gpus > 0:  # share the GPU(s) between the concurrent trials
+        res["gpu"] = min(1.0, gpus / concurrency)
+    return res
+
+
+def _optuna_space(space: SearchSpace) -> dict[str, Any]:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    out: dict[str, Any] = {}
+    for p in space.params:
+        if p.type == "choice":
+            out[p.name] = CategoricalDistribution(list(p.values))
+        elif p.type == "int":
+            assert p.low is not None and p.high is not None
+            out[p.name] = IntDistribution(int(p.low), int(p.high), log=p.log)
+        else:
+            assert p.low is not None and p.high is not None
+            out[p.name] = FloatDistribution(float(p.low), float(p.high), log=p.log)
+    return out
+
+
+def _make_limiter_class() -> type:
+    from ray.tune.search import ConcurrencyLimiter, Searcher
+
+    class DeadlineLimiter(ConcurrencyLimiter):  # type: ignore[misc]
+        """Limits concurrency and suggests nothing once too little time is left."""
+
+        def __init__(self, searcher: Any, max_concurrent: int, cutoff: float) -> None:
+            super().__init__(searcher, max_concurrent=max_concurrent)
+            self.cutoff = cutoff
+
+        def suggest(self, trial_id: str) -> Any:
+            if time.time() >= self.cutoff:
+                return Searcher.FINISHED
+            return super().suggest(trial_id)
+
+    return DeadlineLimiter
+
+
+def _DeadlineLimiter(searcher: Any, max_concurrent: int, cutoff: float) -> Any:  # noqa: N802
+    return _make_limiter_class()(searcher, max_concurrent, cutoff)
+
+
+def _run_trial(
+    config: dict[str, Any],
+    *,
+    data: PreparedData,
+    trainer: Trainer,
+    backbone_paths: dict[str, str],
+    deadline: float,
+    metric: str,
+    mode: str,
+    seed: int,
+    trials_dir: str,
+) -> None:
+    """Runs inside a Ray worker: one configuration, one report per epoch."""
+    import torch
+    from ray import tune
+
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    trial_id = tune.get_context().get_trial_id()
+    out = Path(trials_dir) / trial_id
+    out.mkdir(parents=True, exist_ok=True)
+    params = dict(config)
+    name = str(params.get("backbone", ""))
+    params["backbone_path"] = backbone_paths.get(name, name)
+    ctx = TrialContext(
+        output_dir=str(out / "best"), deadline=deadline, seed=seed, metric=metric, mode=mode
+    )
+
+    def report(ep: EpochResult) -> None:
+        tune.report(
+            {
+                **ep.metrics,
+                "epoch": ep.epoch,
+                "train_loss": ep.train_loss,
+                "trial_seconds": ep.seconds,
+                "improved": ep.improved,
+                "metric_names": ",".join(ep.metrics),
+            }
+        )
+
+    epochs = trainer.fit(data, params, ctx, report)
+    cut = time.time() >= deadline - 0.5
+    (out / DONE_FILE).write_text(json.dumps({"epochs": len(epochs), "cut_by_deadline": cut}))
+
+
+class _Collector:
+    """A Ray Tune callback (duck-typed) that turns Tune's events into frozen records."""
+
+    def __init__(self, observer: SearchObserver, settings: SearchSettings, trials_dir: Path):
+        self.observer = observer
+        self.settings = settings
+        self.trials_dir = trials_dir
+        self.numbers: dict[str, int] = {}
+        self.params: dict[str, dict[str, Any]] = {}
+        self.epochs: dict[str, list[EpochResult]] = {}
+        self.started: dict[str, float] = {}
+        self.done: dict[str, TrialRecord] = {}
+        self._tune_callback = self._as_tune_callback()
+
+    # Ray checks isinstance(cb, Callback): build a real subclass that forwards here.
+    def _as_tune_callback(self) -> Any:
+        from ray.tune import Callback
+
+        outer = self
+
+        class _Forward(Callback):  # type: ignore[misc]
+            def on_trial_start(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+                outer.on_start(trial)
+
+            def on_trial_result(
+                self, iteration: int, trials: Any, trial: Any, result: dict, **info: Any
+            ) -> None:
+                outer.on_result(trial, result)
+
+            def on_trial_complete(
+                self, iteration: int, trials: Any, trial: Any, **info: Any
+            ) -> None:
+                outer.on_end(trial, error=None)
+
+            def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+                outer.on_end(trial, error=_trial_error_text(trial))
+
+            def on_experiment_end(self, trials: Any, **info: Any) -> None:
+                for t in trials:  # trials stopped by the time budget end without an event
+                    if t.trial_id in outer.numbers and t.trial_id not in outer.done:
+                        outer.on_end(t, error=None)
+
+        return _Forward()
+
+    def on_start(self, trial: Any) -> None:
+        tid = trial.trial_id
+        if tid in self.numbers:  # a reused actor can restart the same trial id: ignore
+            return
+        self.numbers[tid] = len(self.numbers) + 1
+        self.params[tid] = dict(trial.config)
+        self.epochs[tid] = []
+        self.started[tid] = time.time()
+        self.observer.trial_started(self.numbers[tid], self.params[tid])
+
+    def on_result(self, trial: Any, result: dict[str, Any]) -> None:
+        tid = trial.trial_id
+        if tid not in self.numbers:
+            self.on_start(trial)
+        names = [n for n in str(result.get("metric_names", "")).split(",") if n]
+        ep = EpochResult(
+            epoch=int(result.get("epoch", len(self.epochs[tid]) + 1)),
+            metrics={n: float(result[n]) for n in names if n in result},
+            train_loss=float(result.get("train_loss", float("nan"))),
+            seconds=float(result.get("trial_seconds", 0.0)),
+            improved=bool(result.get("improved", False)),
+        )
+        self.epochs[tid].append(ep)
+        self.observer.epoch_reported(self.numbers[tid], ep)
+
+    def on_end(self, trial: Any, error: str | None) -> None:
+        tid = trial.trial_id
+        if tid in self.done:
+            return
+        if tid not in self.numbers:
+            self.on_start(trial)
+        epochs = tuple(self.epochs[tid])
+        out = self.trials_dir / tid
+        done_path = out / DONE_FILE
+        ckpt = out / "best"
+        if error is not None:
+            status = "failed"
+        elif done_path.is_file():
+            info = json.loads(done_path.read_text())
+            status = "stopped" if info.get("cut_by_deadline") else "complete"
+        else:
+            # Ended without finishing fit(): ASHA stopped it, or the deadline did.
+            past_deadline = time.time() >= self.settings.deadline - 1.0
+            status = "stopped" if past_deadline else "pruned"
+        if not epochs and status != "failed":
+            error = error or "stopped at the deadline before its first epoch"
+        record = TrialRecord(
+            trial_id=tid,
+            number=self.numbers[tid],
+            status=status,  # type: ignore[arg-type]
+            params=self.params[tid],
+            epochs=epochs,
+            best_metrics=_best(epochs, self.settings.metric, self.settings.mode),
+            seconds=time.time() - self.started[tid],
+            error=error,
+            checkpoint_dir=str(ckpt) if ckpt.is_dir() and epochs else None,
+        )
+        self.done[tid] = record
+        self.observer.trial_ended(record)
+
+    def records(self) -> list[TrialRecord]:
+        return sorted(self.done.values(), key=lambda r: r.number)
+
+
+def _best(epochs: tuple[EpochResult, ...], metric: str, mode: str) -> dict[str, float]:
+    scored = [e for e in epochs if metric in e.metrics and e.metrics[metric] == e.metrics[metric]]
+    if not scored:
+        return {}
+    pick = max if mode == "max" else min
+    return dict(pick(scored, key=lambda e: e.metrics[metric]).metrics)
+
+
+def _trial_error_text(trial: Any) -> str:
+    try:
+        err = trial.get_error()
+        text = str(err) if err is not None else ""
+    except Exception:  # noqa: BLE001 - best effort: the record must still be written
+        text = ""
+    if not text and getattr(trial, "error_file", None) and os.path.isfile(trial.error_file):
+        text = Path(trial.error_file).read_text()[-2000:]
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "trial failed (no error text)"
+
+
+def cleanup_checkpoints(records: list[TrialRecord], keep: set[str]) -> None:
+    """Delete trial checkpoints except those whose trial ids are in `keep`."""
+    for r in records:
+        if r.checkpoint_dir and r.trial_id not in keep:
+            shutil.rmtree(Path(r.checkpoint_dir).parent, ignore_errors=True)
+
+
+__all__ = [
+    "NullObserver",
+    "SearchObserver",
+    "SearchSettings",
+    "cleanup_checkpoints",
+    "ray_temp_dir",
+    "run_search",
+    "start_ray",
+    "stop_ray",
+]
