@@ -29,7 +29,7 @@ DONE_FILE = "done.json"
 # Reported alongside the trainer's metrics; everything else in a result is Ray's.
 _AUX_KEYS = ("epoch", "train_loss", "trial_seconds", "improved", "metric_names")
 # Ray's unix socket paths must stay under ~107 characters.
-_MAX_RAY_TMP_LEN = 60
+_MAX_RAY_TMP_LEN = 40
 
 
 class SearchObserver(Protocol):
@@ -164,6 +164,7 @@ def run_search(
     finally:
         if started_ray:
             ray.shutdown()
+            _remove_link(settings)
 
 
 def _quiet_ray() -> None:
@@ -181,15 +182,17 @@ def _quiet_ray() -> None:
 
 
 def ray_temp_dir(work_dir: str | Path) -> str:
-    """Ray's session files: inside the run folder when the path is short enough for
-    Ray's unix sockets, else a short folder under the system temp dir."""
-    candidate = Path(work_dir).resolve() / "ray"
-    if len(str(candidate)) <= _MAX_RAY_TMP_LEN:
-        candidate.mkdir(parents=True, exist_ok=True)
-        return str(candidate)
-    short = tempfile.mkdtemp(prefix="automl-ray-")
-    logger.info("run folder path too long for Ray's sockets; Ray session files in %s", short)
-    return short
+    """Ray's session files live in `<work_dir>/ray`. Ray's unix socket paths must stay
+    under 107 bytes, so when that folder's path is long, Ray is given a short symlink to
+    it under the system temp folder (the files still land in the run folder)."""
+    target = Path(work_dir).resolve() / "ray"
+    target.mkdir(parents=True, exist_ok=True)
+    if len(str(target)) <= _MAX_RAY_TMP_LEN:
+        return str(target)
+    link = Path(tempfile.mkdtemp(prefix="aml-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    link.rmdir()
+    link.symlink_to(target, target_is_directory=True)
+    return str(link)
 
 
 def start_ray(settings: SearchSettings) -> bool:
@@ -199,12 +202,22 @@ def start_ray(settings: SearchSettings) -> bool:
     return _init_ray(settings)
 
 
-def stop_ray() -> None:
-    """Shut down the Ray session started by start_ray."""
+def stop_ray(settings: SearchSettings | None = None) -> None:
+    """Shut down the Ray session started by start_ray (and remove a short symlink)."""
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
+    if settings is not None:
+        _remove_link(settings)
+
+
+def _remove_link(settings: SearchSettings) -> None:
+    target = (Path(settings.work_dir).resolve() / "ray").resolve()
+    tmp = Path("/tmp")
+    for link in tmp.glob("aml-*") if tmp.is_dir() else []:
+        if link.is_symlink() and link.resolve() == target:
+            link.unlink()
 
 
 def _init_ray(settings: SearchSettings) -> bool:
@@ -316,7 +329,11 @@ def _run_trial(
     name = str(params.get("backbone", ""))
     params["backbone_path"] = backbone_paths.get(name, name)
     ctx = TrialContext(
-        output_dir=str(out / "best"), deadline=deadline, seed=seed, metric=metric, mode=mode
+        output_dir=str(out / "best"),
+        deadline=deadline,
+        seed=seed,
+        metric=metric,
+        mode="min" if mode == "min" else "max",
     )
 
     def report(ep: EpochResult) -> None:
@@ -332,8 +349,16 @@ def _run_trial(
         )
 
     epochs = trainer.fit(data, params, ctx, report)
-    cut = time.time() >= deadline - 0.5
+    cut = _cut_short(epochs, params)
     (out / DONE_FILE).write_text(json.dumps({"epochs": len(epochs), "cut_by_deadline": cut}))
+
+
+def _cut_short(epochs: list[EpochResult], params: dict[str, Any]) -> bool:
+    """Did the trial end before its planned epochs without early stopping (the deadline)?"""
+    if not epochs or len(epochs) >= int(params.get("epochs", 0) or 0):
+        return False
+    last_improved = max((i for i, e in enumerate(epochs) if e.improved), default=-1)
+    return len(epochs) - 1 - last_improved < int(params.get("patience", 1) or 1)
 
 
 class _Collector:
@@ -357,6 +382,11 @@ class _Collector:
         outer = self
 
         class _Forward(Callback):  # type: ignore[misc]
+            # Tune pickles its callbacks into the experiment state; this one holds the
+            # observer (a store connection), so it pickles to a no-op callback.
+            def __reduce__(self) -> Any:
+                return (Callback, ())
+
             def on_trial_start(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
                 outer.on_start(trial)
 

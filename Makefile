@@ -1,0 +1,52 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Both create and reuse ./.venv.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+AUTOML := $(VENV)/bin/automl
+STAMP := $(VENV)/.installed
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+DEMO_BUDGET ?= 2m
+PYTEST_ARGS ?=
+
+.PHONY: install assets demo test test-all lint bench-budget bench-quality clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch first, pinned: the local CPU wheel. An open `torch` requirement would pull a CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+assets: install
+	$(AUTOML) assets fetch
+
+demo: assets
+	$(AUTOML) run automl/datasets/fortunes8.csv --label label --budget $(DEMO_BUDGET)
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: install
+	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
+	exit $$rc
+
+test-all: install
+	$(MAKE) test PYTEST_ARGS="-m ''"
+
+lint: install
+	$(VENV)/bin/ruff check automl tests benchmarks
+	$(VENV)/bin/ruff format --check automl tests benchmarks
+	$(VENV)/bin/mypy
+
+bench-budget: assets
+	$(PY) benchmarks/budget.py
+
+bench-quality: assets
+	$(PY) benchmarks/quality.py
+
+clean:
+	rm -rf runs automl.db automl.db-wal automl.db-shm .pytest_cache

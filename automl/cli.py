@@ -1,0 +1,284 @@
+"""The `automl` command. Formats typed errors as one line and exits with code 2."""
+
+from __future__ import annotations
+
+import time
+
+_STARTED = time.time()  # before heavy imports: the budget covers them too
+
+import csv  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from functools import wraps  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from automl.errors import AutoMLError  # noqa: E402
+
+logger = logging.getLogger("automl")
+DB_HELP = "SQLite store file (default: ./automl.db)."
+
+
+def _process_start() -> float:
+    """When this process started (interpreter start-up counts against the budget)."""
+    try:
+        import psutil
+
+        return min(_STARTED, psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - psutil is optional; fall back to import time
+        return _STARTED
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Typed errors → one line on stderr and exit code 2, no traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AutoMLError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not verbose:
+        for noisy in ("transformers", "sentence_transformers", "ray", "optuna", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="automl")
+def main(verbose: int) -> None:
+    """Fine-tune pretrained text models on your labeled data within a wall-clock budget."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--label", help="Label column (auto-detected when omitted).")
+@click.option("--text", multiple=True, help="Text column(s); repeat to join several.")
+@click.option("--task", type=click.Choice(["classification", "regression"]), default=None)
+@click.option(
+    "--budget", default="5m", show_default=True, help="Hard wall-clock limit: 90s, 5m, 1h."
+)
+@click.option("--trials", type=int, default=None, help="Stop after N trials (default: budget).")
+@click.option("--space", type=click.Path(dir_okay=False), help="Search space YAML file.")
+@click.option("--backbone", multiple=True, help="Restrict backbones (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@click.option("--out", default="runs", show_default=True, help="Folder for run outputs.")
+@click.option("--ray-address", default=None, help="Connect to an existing Ray cluster.")
+@click.option("--cpus", type=int, default=None, help="CPUs for local Ray (default: all).")
+@_friendly
+def run(
+    data: str,
+    label: str | None,
+    text: tuple[str, ...],
+    task: str | None,
+    budget: str,
+    trials: int | None,
+    space: str | None,
+    backbone: tuple[str, ...],
+    seed: int,
+    db: str,
+    out: str,
+    ray_address: str | None,
+    cpus: int | None,
+) -> None:
+    """Search fine-tuning configurations for DATA within --budget; export the best model."""
+    from rich.console import Console
+
+    from automl.config import Budget
+
+    parsed = Budget.parse(budget)
+    if trials is not None and trials < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--trials")
+    from automl.pipeline import RunOptions
+    from automl.pipeline import run as run_pipeline
+    from automl.progress import RichListener, leaderboard_table
+
+    console = Console(stderr=True)
+    listener = RichListener(console)
+    options = RunOptions(
+        data=data,
+        label=label,
+        text=text or None,
+        task=task,
+        budget=parsed,
+        max_trials=trials,
+        space=space,
+        backbones=backbone or None,
+        seed=seed,
+        db=db,
+        out=out,
+        ray_address=ray_address,
+        num_cpus=cpus,
+        started_at=_process_start(),
+    )
+    try:
+        result = run_pipeline(options, listener)
+    finally:
+        listener.close()
+    metric = "macro_f1" if result.data.task == "classification" else "rmse"
+    out_console = Console()
+    out_console.print(leaderboard_table(result.leaderboard, metric, f"study {result.study_id}"))
+    ref = result.reference.test_metrics.get(metric)
+    test = result.test_metrics.get(metric)
+    if test is not None:
+        line = f"test {metric}: {test:.4f}"
+        if ref is not None:
+            line += f" (TF-IDF reference {ref:.4f}, margin {test - ref:+.4f})"
+        out_console.print(line)
+    out_console.print(f"wall time {result.wall_s:.1f}s of a {parsed} budget")
+    out_console.print(f"best model: {result.best_model_dir}")
+
+
+@main.command()
+@click.argument("study", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@_friendly
+def leaderboard(study: str | None, fmt: str, db: str) -> None:
+    """Show a study's trials, best first (default: the latest study)."""
+    from automl.errors import StoreError
+    from automl.store import Store
+
+    with Store(db) as store:
+        study = study or store.latest_study_id()
+        if study is None:
+            raise StoreError(f"{db} holds no study yet: run `automl run DATA --label COL` first")
+        info = store.get_study(study)
+        rows = store.leaderboard(study)
+    if fmt == "json":
+        keys = (
+            "rank",
+            "trial_id",
+            "number",
+            "status",
+            "track",
+            "params",
+            "metrics",
+            "epochs_done",
+            "seconds",
+            "error",
+            "is_best",
+        )
+        click.echo(json.dumps([{k: r.get(k) for k in keys} for r in rows], indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        mkeys = sorted({k for r in rows for k in (r.get("metrics") or {})})
+        writer.writerow(
+            ["rank", "trial", "status", "track", "seconds", "epochs", *mkeys, "params"]
+        )
+        for r in rows:
+            m = r.get("metrics") or {}
+            writer.writerow(
+                [
+                    r.get("rank"),
+                    r.get("number"),
+                    r.get("status"),
+                    r.get("track"),
+                    r.get("seconds"),
+                    r.get("epochs_done"),
+                    *[m.get(k) for k in mkeys],
+                    json.dumps(r.get("params")),
+                ]
+            )
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        from rich.console import Console
+
+        from automl.progress import leaderboard_table
+
+        title = f"study {study} · {info.get('dataset')} · {info.get('status')}"
+        Console().print(leaderboard_table(rows, info.get("metric") or "macro_f1", title))
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="CSV to write (default: stdout).")
+@click.option("--text", multiple=True, help="Text column(s) (default: the model's).")
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP + " (unused)")
+@_friendly
+def predict(model_dir: str, data: str, out: str | None, text: tuple[str, ...], db: str) -> None:
+    """Predict DATA with an exported model: a CSV with a `prediction` column (plus one
+    probability column per class)."""
+    from automl.predict import predict_file
+
+    result = predict_file(model_dir, data, out, list(text) or None)
+    if out is None:
+        click.echo(result.to_csv(index=False), nl=False)
+    else:
+        click.echo(f"wrote {len(result)} predictions to {out}", err=True)
+
+
+@main.group()
+def assets() -> None:
+    """Prepare the offline pretrained backbones."""
+
+
+@assets.command("fetch")
+@click.option("--all", "include_large", is_flag=True, help="Also the large rung (mpnet-base).")
+@click.option("--force", is_flag=True, help="Rebuild even when already prepared.")
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP + " (unused)")
+@_friendly
+def assets_fetch(include_large: bool, force: bool, db: str) -> None:
+    """Prepare backbones S and M (and L with --all) into the asset cache."""
+    from automl import backbones
+
+    names = [n for n, b in backbones.BACKBONES.items() if include_large or b.rung != "L"]
+    for name in names:
+        t0 = time.time()
+        path = backbones.prepare(name, force=force)
+        click.echo(
+            f"{backbones.BACKBONES[name].label:<24} ready in {time.time() - t0:4.1f}s  {path}"
+        )
+
+
+@assets.command("list")
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP + " (unused)")
+@_friendly
+def assets_list(db: str) -> None:
+    """List the backbone registry and what is prepared."""
+    from automl import backbones
+
+    for row in backbones.describe():
+        state = "ready" if row["prepared"] else "not prepared"
+        click.echo(
+            f"{row['name']:<12} {row['rung']}  {row['params_millions']:>6.1f}M  "
+            f"{row['layers']:>2} layers  {state:<12} {row['description']}"
+        )
+
+
+@main.command()
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@click.option("--limit", type=int, default=20, show_default=True)
+@_friendly
+def studies(db: str, limit: int) -> None:
+    """List recent studies."""
+    from automl.store import Store
+
+    with Store(db) as store:
+        for s in store.list_studies(limit):
+            test = (s.get("test_metrics") or {}).get(s.get("metric") or "", None)
+            shown = f"{test:.4f}" if isinstance(test, int | float) else "–"
+            click.echo(f"{s['id']}  {s['status']:<9}  {s.get('metric')}={shown}  {s['dataset']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
