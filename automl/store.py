@@ -115,7 +115,7 @@ def new_study_id(dataset_name: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _clean(value: Any) -> Any:
