@@ -280,5 +280,39 @@ def studies(db: str, limit: int) -> None:
             click.echo(f"{s['id']}  {s['status']:<9}  {s.get('metric')}={shown}  {s['dataset']}")
 
 
+@main.command()
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@click.option("--port", type=int, default=8501, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
+@_friendly
+def app(db: str, port: int, host: str) -> None:
+    """Open the Streamlit app on the store (localhost by default)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    app_path = Path(__file__).resolve().parent.parent / "app.py"
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path),
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--",
+        "--db",
+        db,
+    ]
+    click.echo(f"automl app on http://{host}:{port} (store {db}); Ctrl+C to stop", err=True)
+    sys.exit(subprocess.call(cmd, env={**os.environ, "AUTOML_DB": db}))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
