@@ -106,6 +106,9 @@ def run_search(
         concurrency = _concurrency(settings)
         epochs_spec = space.get("epochs")
         max_t = int(epochs_spec.high) if epochs_spec and epochs_spec.high else 10
+        trials_dir = Path(settings.work_dir) / "trials"
+        trials_dir.mkdir(parents=True, exist_ok=True)
+        collector = _Collector(observer, settings, trials_dir)
         searcher = _DeadlineLimiter(
             OptunaSearch(
                 space=_optuna_space(space),
@@ -115,7 +118,7 @@ def run_search(
                 sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=4),
             ),
             max_concurrent=concurrency,
-            cutoff=settings.deadline - settings.min_trial_seconds,
+            cutoff=collector.start_cutoff,
         )
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
@@ -123,9 +126,6 @@ def run_search(
             grace_period=settings.grace_period,
             reduction_factor=settings.reduction_factor,
         )
-        trials_dir = Path(settings.work_dir) / "trials"
-        trials_dir.mkdir(parents=True, exist_ok=True)
-        collector = _Collector(observer, settings, trials_dir)
         trainable = tune.with_parameters(
             _run_trial,
             data=data,
@@ -287,19 +287,23 @@ def _make_limiter_class() -> type:
     class DeadlineLimiter(ConcurrencyLimiter):  # type: ignore[misc]
         """Limits concurrency and suggests nothing once too little time is left."""
 
-        def __init__(self, searcher: Any, max_concurrent: int, cutoff: float) -> None:
+        def __init__(
+            self, searcher: Any, max_concurrent: int, cutoff: Callable[[], float]
+        ) -> None:
             super().__init__(searcher, max_concurrent=max_concurrent)
             self.cutoff = cutoff
 
         def suggest(self, trial_id: str) -> Any:
-            if time.time() >= self.cutoff:
+            if time.time() >= self.cutoff():
                 return Searcher.FINISHED
             return super().suggest(trial_id)
 
     return DeadlineLimiter
 
 
-def _DeadlineLimiter(searcher: Any, max_concurrent: int, cutoff: float) -> Any:  # noqa: N802
+def _DeadlineLimiter(  # noqa: N802
+    searcher: Any, max_concurrent: int, cutoff: Callable[[], float]
+) -> Any:
     return _make_limiter_class()(searcher, max_concurrent, cutoff)
 
 
@@ -409,6 +413,13 @@ class _Collector:
                         outer.on_end(t, error=None)
 
         return _Forward()
+
+    def start_cutoff(self) -> float:
+        """No new trial after this time: it could not report a first epoch before the
+        deadline (judged by the fastest first epoch seen so far)."""
+        firsts = [eps[0].seconds for eps in self.epochs.values() if eps]
+        need = max(self.settings.min_trial_seconds, min(firsts) if firsts else 0.0)
+        return self.settings.deadline - need
 
     def on_start(self, trial: Any) -> None:
         tid = trial.trial_id
