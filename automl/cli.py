@@ -235,12 +235,19 @@ def assets() -> None:
 @assets.command("fetch")
 @click.option("--all", "include_large", is_flag=True, help="Also the large rung (mpnet-base).")
 @click.option("--force", is_flag=True, help="Rebuild even when already prepared.")
+@click.option("--datasets", "with_data", is_flag=True, help="Also the benchmark datasets.")
 @click.option("--db", default="automl.db", show_default=True, help=DB_HELP + " (unused)")
 @_friendly
-def assets_fetch(include_large: bool, force: bool, db: str) -> None:
-    """Prepare backbones S and M (and L with --all) into the asset cache."""
+def assets_fetch(include_large: bool, force: bool, with_data: bool, db: str) -> None:
+    """Prepare backbones S and M (and L with --all) into the asset cache; with --datasets
+    also the benchmark datasets (SpamAssassin, MR, CoNLL-2010) as clean CSVs."""
     from automl import backbones
 
+    if with_data:
+        from automl.datasets import fetch_datasets
+
+        for name, path in fetch_datasets():
+            click.echo(f"dataset {name:<16} ready  {path}")
     names = [n for n, b in backbones.BACKBONES.items() if include_large or b.rung != "L"]
     for name in names:
         t0 = time.time()
