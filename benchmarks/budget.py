@@ -66,8 +66,21 @@ def _gaps(intervals: list[tuple[float, float]], slots: int) -> list[float]:
 
 
 def run_one(data: Path, budget: str, cpus: int, db: Path) -> dict:
-    cmd = [str(ROOT / ".venv" / "bin" / "automl"), "run", str(data), "--label", "label",
-           "--budget", budget, "--db", str(db), "--out", str(RUNS), "--cpus", str(cpus)]
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "automl"),
+        "run",
+        str(data),
+        "--label",
+        "label",
+        "--budget",
+        budget,
+        "--db",
+        str(db),
+        "--out",
+        str(RUNS),
+        "--cpus",
+        str(cpus),
+    ]
     if not Path(cmd[0]).exists():
         cmd[0:1] = [sys.executable, "-m", "automl.cli"]
     t0 = time.time()
@@ -120,7 +133,9 @@ def main() -> None:
     rows = []
     for budget in args.budgets.split(","):
         print(f"running {args.data} with --budget {budget} ...", flush=True)
-        rows.append({"dataset": args.data, "budget": budget, **run_one(data, budget, args.cpus, db)})
+        rows.append(
+            {"dataset": args.data, "budget": budget, **run_one(data, budget, args.cpus, db)}
+        )
         print(json.dumps(rows[-1]), flush=True)
     (RESULTS / "budget.json").write_text(json.dumps(rows, indent=2))
     keys = [k for k in rows[0] if k not in ("statuses", "mean_epochs")]
@@ -128,22 +143,37 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=[*keys, "statuses", "mean_epochs"])
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "statuses": json.dumps(r["statuses"]),
-                        "mean_epochs": json.dumps(r["mean_epochs"])})
-    head = ("| budget | wall ÷ budget | ≤ 1.05B+20s | share in trials | slot share | trials "
-            "| mean gap s | first trial at s | statuses (mean epochs) | test macro-F1 |")
-    lines = [f"# Budget benchmark ({args.data}, {args.cpus} CPUs, "
-             f"{time.strftime('%Y-%m-%d')})", "", head, "|" + "---|" * 10]
+            w.writerow(
+                {
+                    **r,
+                    "statuses": json.dumps(r["statuses"]),
+                    "mean_epochs": json.dumps(r["mean_epochs"]),
+                }
+            )
+    head = (
+        "| budget | wall ÷ budget | ≤ 1.05B+20s | share in trials | slot share | trials "
+        "| mean gap s | first trial at s | statuses (mean epochs) | test macro-F1 |"
+    )
+    lines = [
+        f"# Budget benchmark ({args.data}, {args.cpus} CPUs, {time.strftime('%Y-%m-%d')})",
+        "",
+        head,
+        "|" + "---|" * 10,
+    ]
     for r in rows:
         st = ", ".join(f"{k} {n} ({r['mean_epochs'][k]})" for k, n in r["statuses"].items())
+        ok = "yes" if r["within_limit"] else "NO"
         lines.append(
-            f"| {r['budget']} | {r['wall_over_budget']:.2f} | {'yes' if r['within_limit'] else 'NO'}"
+            f"| {r['budget']} | {r['wall_over_budget']:.2f} | {ok}"
             f" | {r['share_in_trials']:.0%} | {r['slot_share']:.0%} | {r['trials']} | "
             f"{r['mean_gap_s']} | {r['first_trial_after_s']} | {st} | {r['test_macro_f1']:.4f} |"
         )
-    lines += ["", "Targets (issue 3): wall ≤ 1.05 × budget + 20 s, ≥ 85 % of the budget in "
-              "trials, overhead < 1 s per trial. 'share in trials' counts time with at least one "
-              "trial running; 'slot share' divides trial-seconds by budget × trial slots."]
+    lines += [
+        "",
+        "Targets (issue 3): wall ≤ 1.05 × budget + 20 s, ≥ 85 % of the budget in "
+        "trials, overhead < 1 s per trial. 'share in trials' counts time with at least one "
+        "trial running; 'slot share' divides trial-seconds by budget × trial slots.",
+    ]
     (RESULTS / "budget.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -34,8 +34,20 @@ def run_one(name: str, budget: str, db: Path, seed: int) -> dict:
     data = dataset_path(name)
     exe = ROOT / ".venv" / "bin" / "automl"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "automl.cli"]
-    cmd += ["run", str(data), "--label", "label", "--budget", budget, "--db", str(db),
-            "--out", str(RUNS), "--seed", str(seed)]
+    cmd += [
+        "run",
+        str(data),
+        "--label",
+        "label",
+        "--budget",
+        budget,
+        "--db",
+        str(db),
+        "--out",
+        str(RUNS),
+        "--seed",
+        str(seed),
+    ]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     wall = time.time() - t0
@@ -96,8 +108,13 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=[*keys, "trials", "best_params"])
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "trials": json.dumps(r["trials"]),
-                        "best_params": json.dumps(r["best_params"], sort_keys=True)})
+            w.writerow(
+                {
+                    **r,
+                    "trials": json.dumps(r["trials"]),
+                    "best_params": json.dumps(r["best_params"], sort_keys=True),
+                }
+            )
     lines = [
         f"# Quality benchmark: automl vs TF-IDF + logistic regression ({args.budget} budget, "
         f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')})",
@@ -115,8 +132,11 @@ def main() -> None:
             f"| {r['tfidf_test_accuracy']:.4f} | {trials} | {r['best_params'].get('backbone')} "
             f"| {r['wall_s']} |"
         )
-    lines += ["", "Both systems see the same train split; the test split is never seen by the "
-              "search. One seed per dataset: differences of a point or two are within noise."]
+    lines += [
+        "",
+        "Both systems see the same train split; the test split is never seen by the "
+        "search. One seed per dataset: differences of a point or two are within noise.",
+    ]
     (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
