@@ -143,7 +143,6 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
     end = t0 + options.budget.seconds
     ensure_offline()
 
-    listener.stage("reading and cleaning the data")
     data = prepare(
         options.data,
         options.label,
@@ -170,6 +169,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             "or more"
         )
     paths = {n: str(backbones.resolve(n)) for n in names}  # unknown name: a clear error now
+    listener.stage(f"data ready: {', '.join(data.report.lines())}")  # only once input is valid
 
     store = Store(options.db)
     study_id = new_study_id(

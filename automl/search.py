@@ -175,6 +175,9 @@ def _quiet_ray() -> None:
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1e9")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+    # A trial that reports no epoch (it started too close to the deadline) is a record, not
+    # a TuneError that ends the whole search.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     # Trial errors become failed rows in the leaderboard; Ray's tracebacks stay off the
     # console (they are kept in the run folder's ray_results).
     for name in ("ray", "ray.tune", "ray.train", "ray.data", "ray.air"):
@@ -359,7 +362,9 @@ def _run_trial(
 
 def _cut_short(epochs: list[EpochResult], params: dict[str, Any]) -> bool:
     """Did the trial end before its planned epochs without early stopping (the deadline)?"""
-    if not epochs or len(epochs) >= int(params.get("epochs", 0) or 0):
+    if not epochs:
+        return True
+    if len(epochs) >= int(params.get("epochs", 0) or 0):
         return False
     last_improved = max((i for i, e in enumerate(epochs) if e.improved), default=-1)
     return len(epochs) - 1 - last_improved < int(params.get("patience", 1) or 1)
@@ -414,6 +419,11 @@ class _Collector:
 
         return _Forward()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its search algorithm, whose cutoff is a method of this collector,
+        # into the experiment state: leave the observer (a store connection) behind.
+        return {**self.__dict__, "observer": NullObserver(), "_tune_callback": None}
+
     def start_cutoff(self) -> float:
         """No new trial after this time: it could not report a first epoch before the
         deadline (judged by the fastest first epoch seen so far)."""
@@ -461,6 +471,8 @@ class _Collector:
         elif done_path.is_file():
             info = json.loads(done_path.read_text())
             status = "stopped" if info.get("cut_by_deadline") else "complete"
+        elif epochs and len(epochs) >= int(self.params[tid].get("epochs", 0) or 0) > 0:
+            status = "complete"  # ASHA stops every trial at max_t: at its last report
         else:
             # Ended without finishing fit(): ASHA stopped it, or the deadline did.
             past_deadline = time.time() >= self.settings.deadline - 1.0
