@@ -16,6 +16,7 @@ from automl.config import EpochResult, PreparedData, Split, TrialContext
 from automl.errors import ConfigError
 from automl.metrics import compute_metrics
 from automl.modelio import load_model_dir, predict_logits
+from automl.trainers import _prefix_cache
 from automl.trainers import finetune as ft
 from automl.trainers.augment import augment_batch, random_delete_swap, span_mask
 from automl.trainers.finetune import FineTuneTrainer, freeze_bottom_layers
@@ -272,3 +273,126 @@ def test_bad_params_are_config_errors(
         _fit(tiny_data, _params(tiny_backbone, optimizer="lion"), _ctx(tmp_path))
     with pytest.raises(ConfigError, match="metric 'rmse'"):
         _fit(tiny_data, _params(tiny_backbone), _ctx(tmp_path, metric="rmse"))
+
+
+# --- frozen-prefix cache ---------------------------------------------------------------
+
+
+def _spy_steps(monkeypatch: Any) -> list[tuple[bool, float]]:
+    """Record (cached path on, loss) for every training step."""
+    steps: list[tuple[bool, float]] = []
+    step = ft._Run._step
+
+    def spy(self: Any, ids: Any, batch: Any) -> float:
+        loss = step(self, ids, batch)
+        steps.append((self.prefix is not None, loss))
+        return loss
+
+    monkeypatch.setattr(ft._Run, "_step", spy)
+    return steps
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_cached_path_reports_what_the_saved_model_predicts(
+    tiny_backbone: Path,
+    tiny_data: PreparedData,
+    tiny_regression_data: PreparedData,
+    tmp_path: Path,
+    monkeypatch: Any,
+    task: str,
+) -> None:
+    data = tiny_data if task == "classification" else tiny_regression_data
+    metric, mode = ("macro_f1", "max") if task == "classification" else ("rmse", "min")
+    ctx = _ctx(tmp_path, metric=metric, mode=mode)
+    steps = _spy_steps(monkeypatch)
+    checked: list[int] = []
+
+    def report(result: EpochResult) -> None:
+        # At each report the folder holds the best epoch so far: this one when improved.
+        if result.improved:
+            model, tokenizer, meta = load_model_dir(ctx.output_dir)
+            logits = predict_logits(model, tokenizer, data.val.texts, meta.max_length)
+            assert compute_metrics(task, data.val.labels, logits) == result.metrics
+            checked.append(result.epoch)
+
+    params = _params(tiny_backbone, freeze_layers=1, epochs=3, learning_rate=3e-3)
+    results = FineTuneTrainer().fit(data, params, ctx, report)
+    assert len(results) == 3 and checked and checked[0] == 1
+    assert steps and all(cached for cached, _ in steps)
+
+
+def test_cached_and_uncached_training_give_the_same_losses(
+    tiny_backbone: Path, tiny_data: PreparedData, tmp_path: Path, monkeypatch: Any
+) -> None:
+    steps = _spy_steps(monkeypatch)
+    params = _params(tiny_backbone, freeze_layers=1, epochs=2, dropout=0.0)
+    cached, _ = _fit(tiny_data, params, _ctx(tmp_path / "a"))
+    n = len(steps)
+    monkeypatch.setattr(_prefix_cache, "MAX_CACHE_BYTES", 0)  # "too big": falls back
+    plain, _ = _fit(tiny_data, params, _ctx(tmp_path / "b"))
+    assert [c for c, _ in steps[:n]] == [True] * n and [c for c, _ in steps[n:]] == [False] * n
+    # Epoch 1 fills the cache running the same ops; epoch 2 runs the top from the cache,
+    # whose states were computed with other batches' padding: equal to float noise.
+    a, b = np.array([loss for _, loss in steps[:n]]), np.array([loss for _, loss in steps[n:]])
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    for x, y in zip(cached, plain, strict=True):
+        assert x.metrics["loss"] == pytest.approx(y.metrics["loss"], abs=1e-5)
+        assert x.metrics["accuracy"] == y.metrics["accuracy"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"freeze_layers": 0}, {"freeze_layers": 1, "augment": "mask", "augment_strength": 0.3}],
+    ids=["nothing_frozen", "augmenting"],
+)
+def test_cache_is_off_when_not_eligible(
+    tiny_backbone: Path,
+    tiny_data: PreparedData,
+    tmp_path: Path,
+    monkeypatch: Any,
+    overrides: dict[str, Any],
+) -> None:
+    steps = _spy_steps(monkeypatch)
+    results, _ = _fit(tiny_data, _params(tiny_backbone, epochs=1, **overrides), _ctx(tmp_path))
+    assert len(results) == 1 and steps and not any(cached for cached, _ in steps)
+
+
+def test_cache_with_every_layer_frozen(
+    tiny_backbone: Path, tiny_data: PreparedData, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # Only the pooler and classifier train: the cache holds the encoder's last layer.
+    steps = _spy_steps(monkeypatch)
+    ctx = _ctx(tmp_path)
+    results, _ = _fit(tiny_data, _params(tiny_backbone, freeze_layers=99, epochs=2), ctx)
+    assert len(results) == 2 and all(cached for cached, _ in steps)
+    best = [r for r in results if r.improved][-1]
+    model, tokenizer, meta = load_model_dir(ctx.output_dir)
+    logits = predict_logits(model, tokenizer, tiny_data.val.texts, meta.max_length)
+    assert compute_metrics("classification", tiny_data.val.labels, logits) == best.metrics
+
+
+def test_cache_only_for_bert_with_frozen_layers(tiny_backbone: Path) -> None:
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        MPNetConfig,
+        MPNetForSequenceClassification,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone), local_files_only=True)
+    bert = AutoModelForSequenceClassification.from_pretrained(
+        str(tiny_backbone), num_labels=3, local_files_only=True
+    )
+    create = _prefix_cache.PrefixCache.create
+    assert create(bert, tokenizer, 1, [10, 12], 2) is not None
+    assert create(bert, tokenizer, 0, [10, 12], 2) is None
+    # MPNet's relative position bias is shared by every layer and trains: not cacheable.
+    config = MPNetConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    assert create(MPNetForSequenceClassification(config), tokenizer, 1, [10, 12], 2) is None

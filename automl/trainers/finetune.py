@@ -4,7 +4,8 @@ A plain torch loop (as fast as transformers.Trainer here, and simpler to stop on
 deadline): dynamic padding with length-bucketed batches, AdamW or SGD, linear warmup and
 decay, gradient clipping, freezing of the bottom layers, dropout, label smoothing and
 text augmentation. Evaluates on the validation split after every epoch, saves the best
-epoch's model folder, then reports.
+epoch's model folder, then reports. With frozen layers and no augmentation, the frozen
+bottom's outputs are cached after the first epoch (automl.trainers._prefix_cache).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from automl.modelio import (
     select_device,
 )
 from automl.paths import ensure_offline
+from automl.trainers._prefix_cache import PrefixCache
 from automl.trainers.augment import AUGMENT_METHODS, augment_batch
 from automl.trainers.base import ReportFn
 
@@ -292,11 +294,25 @@ class _Run:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else 0
         self.base_ids = _encode(self.tokenizer, data.train.texts, hp.max_length)
+        # Frozen bottom + fixed texts: its outputs are cached (None: the whole model runs).
+        self.prefix: PrefixCache | None = None
+        if self.frozen and not self.augmenting:
+            self.prefix = PrefixCache.create(
+                self.model,
+                self.tokenizer,
+                len(self.frozen) - 1,
+                [len(x) for x in self.base_ids],
+                len(data.val),
+            )
+
+    @property
+    def augmenting(self) -> bool:
+        return self.hp.augment != "none" and self.hp.augment_strength > 0
 
     def epoch_ids(self) -> list[list[int]]:
         """Token ids of this epoch's training texts, freshly augmented when augmenting."""
         hp = self.hp
-        if hp.augment == "none" or hp.augment_strength <= 0:
+        if not self.augmenting:
             return self.base_ids
         texts = augment_batch(
             self.data.train.texts,
@@ -337,9 +353,12 @@ class _Run:
 
     def _step(self, ids: list[list[int]], batch: list[int]) -> float:
         input_ids, mask = _pad([ids[i] for i in batch], self.pad_id, self.tokenizer.padding_side)
-        out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device))
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        if self.prefix is not None:
+            logits = self.prefix.train_logits(batch, input_ids, mask).float()
+        else:
+            logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
         y = self.targets[batch].to(self.device)
-        logits = out.logits.float()
         if self.regression:
             loss = nn.functional.mse_loss(logits[:, 0], y.float())
         else:
@@ -356,9 +375,11 @@ class _Run:
         Returns (metrics, improved)."""
         t0 = time.time()
         val = self.data.val
+        # The cache's stand-in gives bit-identical logits (predict_logits does the batching).
+        model = self.model if self.prefix is None else self.prefix.eval_model
         with _folded(self.out_layer, self.y_mean, self.y_std):
             logits = predict_logits(
-                self.model, self.tokenizer, val.texts, self.hp.max_length, _EVAL_BATCH, self.device
+                model, self.tokenizer, val.texts, self.hp.max_length, _EVAL_BATCH, self.device
             )
             metrics = compute_metrics(self.data.task, val.labels, logits)
             self.costs.eval_per_text = (time.time() - t0) / len(val)
