@@ -20,6 +20,15 @@ import click  # noqa: E402
 from automl.errors import AutoMLError  # noqa: E402
 
 logger = logging.getLogger("automl")
+
+
+def _out_console() -> Any:
+    """stdout console; wide when piped so tables are not squeezed into 80 columns."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 DB_HELP = "SQLite store file (default: ./automl.db)."
 
 
@@ -133,7 +142,7 @@ def run(
     finally:
         listener.close()
     metric = "macro_f1" if result.data.task == "classification" else "rmse"
-    out_console = Console()
+    out_console = _out_console()
     out_console.print(leaderboard_table(result.leaderboard, metric, f"study {result.study_id}"))
     ref = result.reference.test_metrics.get(metric)
     test = result.test_metrics.get(metric)
@@ -200,12 +209,10 @@ def leaderboard(study: str | None, fmt: str, db: str) -> None:
             )
         click.echo(buf.getvalue(), nl=False)
     else:
-        from rich.console import Console
-
         from automl.progress import leaderboard_table
 
         title = f"study {study} · {info.get('dataset')} · {info.get('status')}"
-        Console().print(leaderboard_table(rows, info.get("metric") or "macro_f1", title))
+        _out_console().print(leaderboard_table(rows, info.get("metric") or "macro_f1", title))
 
 
 @main.command()
