@@ -32,7 +32,7 @@ from automl.reference import ReferenceResult, fit_reference
 from automl.search import SearchSettings, run_search, start_ray, stop_ray
 from automl.spaces import SearchSpace, load_space
 from automl.store import DEFAULT_DB, Store, new_study_id
-from automl.trainers.finetune import FineTuneTrainer
+from automl.trainers.base import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -208,10 +208,13 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             backbone_paths=paths,
         )
         listener.stage("starting Ray and fitting the TF-IDF reference")
-        with ThreadPoolExecutor(1) as pool:  # overlap Ray's start-up with the reference
+        # Overlap Ray's start-up with the reference fit and the trainer's torch import.
+        with ThreadPoolExecutor(2) as pool:
             ref_future = pool.submit(fit_reference, data, options.seed)
+            trainer_future = pool.submit(_trainer)
             started = start_ray(settings)
             reference = ref_future.result()
+            trainer = trainer_future.result()
         store.upsert_trial(
             study_id,
             number=0,
@@ -228,7 +231,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
         try:
             listener.search_started(search_deadline, options.budget.seconds, t0)
             records = run_search(
-                data, space, FineTuneTrainer(), settings, _StoreObserver(store, study_id, listener)
+                data, space, trainer, settings, _StoreObserver(store, study_id, listener)
             )
         finally:
             if started:
@@ -294,6 +297,13 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
         raise
     finally:
         store.close()
+
+
+def _trainer() -> Trainer:
+    """The fine-tuning trainer; importing it loads torch and transformers (~1-2 s)."""
+    from automl.trainers.finetune import FineTuneTrainer
+
+    return FineTuneTrainer()
 
 
 def _space(options: RunOptions) -> SearchSpace:

@@ -459,20 +459,30 @@ def _bucket_batches(lengths: list[int], batch_size: int, rng: random.Random) -> 
     return batches
 
 
+# A freshly initialised head needs a larger step than pretrained layers: with one shared lr
+# in 1e-5..3e-4, head-only or mostly-frozen trials barely moved in an epoch (Fortunes-8,
+# 3-minute study: macro-F1 0.10-0.27 after an epoch at lr <= 3e-5).
+HEAD_LR_MULT = 10.0
+_HEAD_NAMES = frozenset({"classifier", "score"})
+
+
 def _optimizer(model: nn.Module, hp: _Hparams) -> torch.optim.Optimizer:
-    """AdamW or SGD (momentum 0.9); no weight decay on biases and normalisation weights."""
-    decay, no_decay = [], []
+    """AdamW or SGD (momentum 0.9); no weight decay on biases and normalisation weights.
+    The new classification head learns HEAD_LR_MULT times faster than the pretrained body."""
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim < 2 or "norm" in name.lower():
-            no_decay.append(param)
-        else:
-            decay.append(param)
+        is_head = name.split(".", 1)[0] in _HEAD_NAMES
+        no_decay = param.ndim < 2 or "norm" in name.lower()
+        buckets.setdefault((is_head, no_decay), []).append(param)
     groups = [
-        {"params": params, "weight_decay": wd}
-        for params, wd in ((decay, hp.weight_decay), (no_decay, 0.0))
-        if params
+        {
+            "params": params,
+            "weight_decay": 0.0 if no_decay else hp.weight_decay,
+            "lr": hp.learning_rate * (HEAD_LR_MULT if is_head else 1.0),
+        }
+        for (is_head, no_decay), params in sorted(buckets.items())
     ]
     # Fused kernels: one pass over each tensor. On a CPU the AdamW step of MiniLM-L6 took
     # 0.105 s unfused vs 0.015 s fused (a sixth of a whole training step unfused).
