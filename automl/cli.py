@@ -185,7 +185,8 @@ def leaderboard(study: str | None, fmt: str, db: str) -> None:
             "error",
             "is_best",
         )
-        click.echo(json.dumps([{k: r.get(k) for k in keys} for r in rows], indent=2))
+        out = [{"id": r.get("trial_id"), **{k: r.get(k) for k in keys}} for r in rows]
+        click.echo(json.dumps(out, indent=2))
     elif fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)

@@ -216,7 +216,8 @@ def test_leaderboard_as_json_csv_and_table(cli_run: CliRun) -> None:
     rows = json.loads(_invoke("leaderboard", "--format", "json", "--db", db))
     assert isinstance(rows, list) and len(rows) == TRIALS + 1
     for row in rows:
-        assert {"trial_id", "status", "track", "params", "metrics", "seconds"} <= set(row)
+        assert {"id", "trial_id", "status", "track", "params", "metrics", "seconds"} <= set(row)
+        assert row["id"] == row["trial_id"]
     assert [r["track"] for r in rows].count("reference") == 1
     assert sum(r["is_best"] for r in rows) == 1
     best = next(r for r in rows if r["is_best"])
