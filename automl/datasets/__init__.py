@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from automl import paths
+from automl._files import file_lock, sha256_file
 from automl.datasets import _fetch
 from automl.errors import AssetError, DataError
 
@@ -172,14 +172,6 @@ def datasets_dir() -> Path:
 # ------------------------------------------------------------------------------- metadata
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _read_meta(csv_path: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads(csv_path.with_suffix(".json").read_text(encoding="utf-8"))
@@ -197,22 +189,6 @@ def _is_prepared(csv_path: Path) -> bool:
         return csv_path.stat().st_size == meta.get("bytes")
     except OSError:
         return False
-
-
-@contextlib.contextmanager
-def _lock(folder: Path, name: str) -> Iterator[None]:
-    """An exclusive lock per dataset so two processes don't both build it (POSIX only)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: atomic renames alone
-        yield
-        return
-    with (folder / f".{name}.lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _write_atomic(target: Path, write: Callable[[TextIO], object]) -> None:
@@ -253,7 +229,7 @@ def _build(info: DatasetInfo, target: Path, archive: Path | None) -> None:
             archive = _download(info, Path(tmp))
         logger.info("parsing %s", archive.name)
         rows = _parse(info, archive)
-        archive_sha = _sha256(archive)
+        archive_sha = sha256_file(archive)
         archive_name = archive.name
     if not rows:
         raise AssetError(f"{archive_name} gave no rows for dataset {info.name}")
@@ -279,7 +255,7 @@ def _build(info: DatasetInfo, target: Path, archive: Path | None) -> None:
         "rows": len(rows),
         "classes": classes,
         "bytes": target.stat().st_size,
-        "sha256": _sha256(target),
+        "sha256": sha256_file(target),
         "source": {
             "kind": info.kind,
             "package": package,
@@ -320,7 +296,7 @@ def prepare_dataset(name: str, archive: Path | None = None, force: bool = False)
     if not force and _is_prepared(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(target.parent, name):
+    with file_lock(target.parent, name):
         if not force and _is_prepared(target):  # another process built it while we waited
             return target
         _build(info, target, Path(archive) if archive is not None else None)
@@ -379,7 +355,7 @@ def verify_dataset(name: str) -> None:
     meta = _read_meta(target)
     if meta is None or not target.is_file():
         dataset_path(name, fetch=False)  # raises the "not prepared" error with the fix
-    if _sha256(target) != (meta or {}).get("sha256"):
+    if sha256_file(target) != (meta or {}).get("sha256"):
         raise AssetError(
             f"{target} does not match the sha256 in {target.with_suffix('.json')}: "
             f"rebuild it with prepare_dataset({name!r}, force=True)"

@@ -1,0 +1,35 @@
+"""Small file helpers shared by the asset caches (backbones, datasets). Stdlib only."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(folder: Path, name: str) -> Iterator[bool]:
+    """An exclusive lock (`<folder>/.<name>.lock`) so two processes don't both build the same
+    asset. Yields True when held; without fcntl (Windows) it yields False and atomic renames
+    alone keep the cache consistent."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield False
+        return
+    with (folder / f".{name}.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
