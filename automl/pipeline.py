@@ -29,7 +29,7 @@ from automl.export import (
 from automl.metrics import METRIC_MODES
 from automl.paths import ensure_offline
 from automl.reference import ReferenceResult, fit_reference
-from automl.search import SearchSettings, run_search, start_ray, stop_ray
+from automl.search import NullObserver, SearchSettings, run_search, start_ray, stop_ray
 from automl.spaces import SearchSpace, load_space
 from automl.store import DEFAULT_DB, Store, new_study_id
 from automl.trainers.base import Trainer
@@ -78,22 +78,13 @@ class RunResult:
     data: PreparedData
 
 
-class RunListener:
+class RunListener(NullObserver):
     """Progress hooks for a person watching (the CLI's rich display overrides these)."""
 
     def stage(self, text: str) -> None:
         logger.info(text)
 
     def search_started(self, deadline: float, budget_s: float, started_at: float) -> None:
-        pass
-
-    def trial_started(self, number: int, params: dict[str, Any]) -> None:
-        pass
-
-    def epoch_reported(self, number: int, epoch: EpochResult) -> None:
-        pass
-
-    def trial_ended(self, record: TrialRecord) -> None:
         pass
 
 
