@@ -42,6 +42,25 @@ KNOWN_PARAMS: dict[str, frozenset[str]] = {
             "patience",
         }
     ),
+    # automl/trainers/fewshot.py; head_epochs and max_steps are not searched by default.
+    "fewshot": frozenset(
+        {
+            "method",
+            "backbone",
+            "C",
+            "max_length",
+            "head",
+            "body_learning_rate",
+            "head_learning_rate",
+            "num_iterations",
+            "sampling_strategy",
+            "epochs",
+            "batch_size",
+            "warmup_proportion",
+            "head_epochs",
+            "max_steps",
+        }
+    ),
 }
 
 

@@ -1,0 +1,128 @@
+"""Routing: few-shot (SetFit / frozen-body heads) or fine-tuning, and why.
+
+A pure function of the training labels and the task, so the decision can be tested
+and shown to the user (the reason is one sentence for the CLI and the model card).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from automl.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CLOSE_FACTOR",
+    "FEWSHOT_CROSSOVER",
+    "HOLDOUT_MIN_PER_CLASS",
+    "TRACKS",
+    "RouteDecision",
+    "holdout_test",
+    "route",
+]
+
+Track = Literal["fewshot", "finetune"]
+TRACKS: tuple[str, ...] = ("fewshot", "finetune")
+_REQUESTS = ("auto", *TRACKS)
+
+# Median examples per class below which few-shot is chosen. PROVISIONAL: 32 is a
+# starting guess, not a measurement; replace it with the crossover that
+# benchmarks/fewshot.py measures on our suites.
+FEWSHOT_CROSSOVER = 32
+# Within this factor of the crossover (about 21 to 48 per class at 32) the two tracks
+# are close enough that running both is worth the budget.
+CLOSE_FACTOR = 1.5
+# A held-out test split is kept for few-shot data only when every class has at least
+# this many examples: a 20 % test split of 10 gives 2 per class. With fewer, the test
+# score of a class rests on one text or none (noise, not a measurement), while each
+# held-out text is a large share of that class's training data.
+HOLDOUT_MIN_PER_CLASS = 10
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Which track to run and why. examples_per_class and min_per_class are 0 for
+    regression (no classes)."""
+
+    track: Track
+    reason: str  # one sentence, e.g. "fewshot: 8 examples per class (median), ..."
+    examples_per_class: int  # median over classes, rounded down
+    min_per_class: int
+    close: bool  # near the crossover: running both tracks is reasonable
+
+
+def route(
+    labels: Sequence[Any], task: str, budget_s: float, requested: str = "auto"
+) -> RouteDecision:
+    """Choose the few-shot or the fine-tuning track for training `labels`.
+
+    requested "fewshot" or "finetune" (--track) overrides the choice; "auto" picks
+    few-shot for classification when the median class has fewer than
+    FEWSHOT_CROSSOVER examples, fine-tuning otherwise and always for regression.
+    budget_s is accepted for the planner's interface; no rule uses it yet.
+    """
+    if requested not in _REQUESTS:
+        raise ConfigError(
+            f"--track {requested!r} is unknown: expected one of {', '.join(_REQUESTS)}"
+        )
+    if task not in ("classification", "regression"):
+        raise ConfigError(f"task {task!r} is unknown: expected classification or regression")
+    if task == "regression":
+        return _route_regression(requested)
+
+    counts = Counter(labels)
+    if not counts:
+        raise DataError("no labelled training rows to route: the training split is empty")
+    median = statistics.median(counts.values())
+    # floor(median) < crossover exactly when median < crossover (the crossover is an int)
+    per_class = math.floor(median)
+    least = min(counts.values())
+    close = FEWSHOT_CROSSOVER / CLOSE_FACTOR <= median <= FEWSHOT_CROSSOVER * CLOSE_FACTOR
+    auto: Track = "fewshot" if median < FEWSHOT_CROSSOVER else "finetune"
+    if requested != "auto":
+        track: Track = "fewshot" if requested == "fewshot" else "finetune"
+        reason = (
+            f"{track}: forced by --track {track} ({per_class} examples per class (median); "
+            f"auto would choose {auto})"
+        )
+    else:
+        track = auto
+        side = "below" if track == "fewshot" else "at or above"
+        reason = (
+            f"{track}: {per_class} examples per class (median), {side} the crossover of "
+            f"{FEWSHOT_CROSSOVER}"
+        )
+        if close:
+            reason += ", close enough that both tracks are worth trying"
+    decision = RouteDecision(track, reason, per_class, least, close)
+    logger.info("route: %s", reason)
+    return decision
+
+
+def _route_regression(requested: str) -> RouteDecision:
+    if requested == "fewshot":
+        raise ConfigError(
+            "--track fewshot needs a classification task: SetFit trains a classifier on "
+            "sentence embeddings and cannot predict numbers; use --track finetune or auto "
+            "for regression targets"
+        )
+    if requested == "finetune":
+        reason = "finetune: forced by --track finetune"
+    else:
+        reason = "finetune: regression targets (SetFit is classification-only)"
+    logger.info("route: %s", reason)
+    return RouteDecision("finetune", reason, 0, 0, False)
+
+
+def holdout_test(labels: Sequence[Any]) -> bool:
+    """Whether few-shot data can spare a held-out test split: every class has at least
+    HOLDOUT_MIN_PER_CLASS examples (see the constant for why). False for no labels."""
+    counts = Counter(labels)
+    return bool(counts) and min(counts.values()) >= HOLDOUT_MIN_PER_CLASS
