@@ -31,8 +31,11 @@ class ModelMeta:
     max_length: int
     backbone: str
     text_columns: list[str]
-    format: str = "transformers"  # or "setfit" later
+    format: str = "transformers"  # "transformers" | "setfit" (automl.fewshot_model)
     version: int = 1
+    # setfit folders only (defaults keep older automl.json files loadable):
+    head: str = ""  # the head's class name, e.g. "LogisticRegression", "SetFitHead"
+    normalize_embeddings: bool = False  # SetFit's normalize_embeddings at training time
 
 
 def select_device() -> Any:
@@ -60,8 +63,15 @@ def save_model_dir(model: Any, tokenizer: Any, meta: ModelMeta, path: str | Path
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
-    (path / META_FILE).write_text(json.dumps(asdict(meta), indent=2))
+    write_meta(meta, path)
     return path
+
+
+def write_meta(meta: ModelMeta, path: str | Path) -> Path:
+    """Write automl.json into a model folder; returns its path."""
+    meta_path = Path(path) / META_FILE
+    meta_path.write_text(json.dumps(asdict(meta), indent=2))
+    return meta_path
 
 
 def read_meta(path: str | Path) -> ModelMeta:
@@ -81,9 +91,25 @@ def read_meta(path: str | Path) -> ModelMeta:
 
 
 def load_model_dir(path: str | Path) -> tuple[Any, Any, ModelMeta]:
-    """Load (model, tokenizer, meta) from a model folder, offline, no remote code."""
+    """Load (model, tokenizer, meta) from a model folder, offline, no remote code.
+
+    Dispatches on automl.json's format: "transformers" gives a transformers model;
+    "setfit" gives an `automl.fewshot_model.FewShotModel` and its body's tokenizer.
+    Either way `predict_logits(model, tokenizer, texts, meta.max_length)` scores texts.
+    """
     ensure_offline()
     meta = read_meta(path)
+    if meta.format == "setfit":
+        from automl.fewshot_model import load_fewshot_dir
+
+        fewshot = load_fewshot_dir(path)
+        return fewshot, fewshot.tokenizer, meta
+    if meta.format != "transformers":
+        raise ModelError(
+            f"{Path(path) / META_FILE} names the model format {meta.format!r}, which this "
+            "version of automl cannot load (it knows 'transformers' and 'setfit'): "
+            "upgrade automl or export the model again"
+        )
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_transformers()
@@ -109,9 +135,17 @@ def predict_logits(
     device: Any = None,
 ) -> np.ndarray:
     """Raw model outputs for texts, shape (n, num_labels). Sorted by length for speed
-    (dynamic padding), returned in input order."""
+    (dynamic padding), returned in input order.
+
+    A few-shot model (`load_model_dir` of a "setfit" folder) embeds and applies its
+    linear head instead; it ignores tokenizer, max_length (its body keeps the saved
+    one) and device (it runs where its body is)."""
     import torch
 
+    from automl.fewshot_model import FewShotModel
+
+    if isinstance(model, FewShotModel):
+        return model.logits(texts, batch_size=batch_size)
     device = device or next(model.parameters()).device
     n = len(texts)
     order = sorted(range(n), key=lambda i: len(texts[i]))
@@ -146,3 +180,22 @@ def logits_to_predictions(logits: np.ndarray, task: str) -> tuple[np.ndarray, np
     probs = np.exp(z)
     probs /= probs.sum(axis=1, keepdims=True)
     return logits.argmax(axis=1), probs
+
+
+def warm_up(backbone_paths: list[str]) -> None:
+    """Import what loading and running a model of these backbones needs (torch,
+    transformers, each architecture's modelling module: ~2 s on 2 cores, most of a
+    small model's load time), so a later load_model_dir is fast. Builds nothing real:
+    the models are instantiated on torch's meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    quiet_transformers()
+    for path in backbone_paths:
+        try:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+            AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+            with torch.device("meta"):
+                AutoModelForSequenceClassification.from_config(config)
+        except (OSError, ValueError) as exc:  # the real load reports it properly
+            logger.debug("warm-up of %s skipped: %s", path, exc)
