@@ -36,8 +36,10 @@ class AutoML:
         out: str = "runs",
         ray_address: str | None = None,
         num_cpus: int | None = None,
+        track: str = "auto",
     ) -> None:
         self.budget = budget
+        self.track = track
         self.max_trials = max_trials
         self.space = space
         self.backbones = backbones
@@ -75,6 +77,7 @@ class AutoML:
                 ray_address=self.ray_address,
                 num_cpus=self.num_cpus,
                 started_at=started,
+                track=self.track,
             )
         )
         import pandas as pd
@@ -84,6 +87,7 @@ class AutoML:
         self.best_model_dir_ = result.best_model_dir
         self.val_metrics_ = result.val_metrics
         self.test_metrics_ = result.test_metrics
+        self.route_ = result.route
         self.leaderboard_ = pd.DataFrame(result.leaderboard)
         self._predictor: Any = None
         return self

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from automl.config import CleaningReport, PreparedData, Split, Task
 from automl.errors import ConfigError, DataError
@@ -443,6 +442,8 @@ def _take(
         return df, df.iloc[:0], True
     if size >= len(df):
         return df.iloc[:0], df, True
+    from sklearn.model_selection import train_test_split  # ~0.9 s: only when splitting
+
     try:
         rest, taken = train_test_split(df, test_size=size, random_state=seed, stratify=strata)
         return rest, taken, strata is not None
@@ -516,17 +517,26 @@ def _class_order(names: list[str]) -> list[str]:
         return sorted(names)
 
 
-def prepare(
+@dataclasses.dataclass(frozen=True)
+class CheckedData:
+    """A loaded, cleaned and validated table, not yet split (see `split_checked`)."""
+
+    frame: pd.DataFrame  # columns "text" and "label"
+    task: Task
+    text_columns: tuple[str, ...]
+    label_column: str
+    source: str
+    report: CleaningReport
+
+
+def check(
     source: str | Path | pd.DataFrame,
     label: str | None = None,
     text: str | list[str] | None = None,
     task: str | None = None,
-    seed: int = 0,
-    val_size: float = 0.15,
-    test_size: float = 0.15,
-) -> PreparedData:
-    """Load, check, clean and split a dataset: the one entry point of this module."""
-    _check_sizes(val_size, test_size)
+) -> CheckedData:
+    """Load, detect columns and task, clean and validate: every bad-input error is raised
+    here, before anything expensive starts."""
     if isinstance(source, pd.DataFrame):
         df, name = source.rename(columns=str), "<dataframe>"
     else:
@@ -535,8 +545,17 @@ def prepare(
     kind = detect_task(df[label_column], task)
     cleaned, report = clean(df, text_columns, label_column, kind, source=name)
     validate(cleaned, kind, label_column, name)
+    return CheckedData(cleaned, kind, tuple(text_columns), label_column, name, report)
+
+
+def split_checked(
+    checked: CheckedData, seed: int = 0, val_size: float = 0.15, test_size: float = 0.15
+) -> PreparedData:
+    """Split checked data into train/validation/test (stratified, deterministic per seed)."""
+    _check_sizes(val_size, test_size)
+    cleaned, kind, name = checked.frame, checked.task, checked.source
     train, val, test, notes = _split(cleaned, kind, seed, val_size, test_size)
-    report = dataclasses.replace(report, notes=report.notes + tuple(notes))
+    report = dataclasses.replace(checked.report, notes=checked.report.notes + tuple(notes))
     label_names: tuple[str, ...] = ()
     if kind == "classification":
         label_names = tuple(_class_order(cleaned["label"].unique().tolist()))
@@ -565,9 +584,23 @@ def prepare(
         test=to_split(test),
         task=kind,
         label_names=label_names,
-        text_columns=tuple(text_columns),
-        label_column=label_column,
+        text_columns=checked.text_columns,
+        label_column=checked.label_column,
         source=name,
         report=report,
         seed=seed,
     )
+
+
+def prepare(
+    source: str | Path | pd.DataFrame,
+    label: str | None = None,
+    text: str | list[str] | None = None,
+    task: str | None = None,
+    seed: int = 0,
+    val_size: float = 0.15,
+    test_size: float = 0.15,
+) -> PreparedData:
+    """Load, check, clean and split a dataset: the one-call entry point of this module."""
+    _check_sizes(val_size, test_size)
+    return split_checked(check(source, label, text, task), seed, val_size, test_size)

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ class CardInfo:
     reference_val: dict[str, float] = field(default_factory=dict)
     reference_test: dict[str, float] = field(default_factory=dict)
     route_reason: str = ""
+    # Few-shot studies: how the estimate was made, e.g. "4-fold cross-validation x 2 on
+    # the 64 training examples"; empty for a validation split.
+    cv: str = ""
+    no_test_reason: str = ""  # why there is no held-out test split, when there is none
+    model_format: str = "transformers"  # or "setfit"
 
 
 def copy_checkpoint(checkpoint_dir: str | Path, dest: str | Path) -> Path:
@@ -77,13 +83,68 @@ def evaluate(model_dir: str | Path, texts: tuple[str, ...], labels: tuple[Any, .
     return compute_metrics(meta.task, np.asarray(labels), logits)
 
 
-def estimate_export_seconds(n_test: int, max_length: int = 128, layers: int = 6) -> float:
+def estimate_export_seconds(texts: Sequence[str], max_length: int = 128, layers: int = 6) -> float:
     """A conservative estimate of export time (load, predict the test split, copy, card),
-    used to reserve time before the deadline. Inference on 2 CPU threads runs about
-    60,000 layer-tokens per second for MiniLM-sized models (measured here: Fortunes-8's
-    472 test texts, MiniLM-L3 at 64 tokens, exported and scored in 2.5 s)."""
-    tokens = n_test * max_length * 0.6  # dynamic padding: about 60 % of max on real data
-    return 2.5 + tokens * layers / 50_000.0
+    used to reserve time before the deadline. Tokens are estimated as characters / 4 + 2
+    (within 1 % of MiniLM's tokenizer on Fortunes-8), capped at max_length. Inference on 2
+    CPU threads ran about 30,000 layer-tokens per second with dynamic padding (Fortunes-8's
+    472 test texts, MiniLM-L3 at 64 tokens: 1.6 s), plus about 0.5 s to load (its code
+    is imported while the trials run: modelio.warm_up) and write."""
+    return _export_seconds(_tokens(texts, max_length), layers)
+
+
+def _tokens(texts: Sequence[str], max_length: int) -> float:
+    return sum(min(max_length, len(t) / 4.0 + 2.0) for t in texts)
+
+
+def _export_seconds(tokens: float, layers: int) -> float:
+    return 0.5 + tokens * layers / 30_000.0
+
+
+@dataclass(frozen=True)
+class TrialDeadline:
+    """Each trial's own deadline: the run's end minus what exporting that trial's model
+    would take (a deeper backbone or longer inputs score the test split slower), so a
+    cheap model trains closer to the end of the budget. Picklable: trials evaluate it."""
+
+    end: float  # time.time() at which the whole run must be over
+    tokens: dict[int, float]  # estimated test-split tokens by max_length
+    layers: dict[str, int]  # depth by backbone name
+    floor: float = 0.0  # work that runs beside the export (Ray's shutdown): at least this
+    after: float = 0.0  # seconds after the export (leaving the process, a refit)
+
+    @classmethod
+    def plan(
+        cls,
+        end: float,
+        test_texts: Sequence[str],
+        max_lengths: Sequence[int],
+        layers: dict[str, int],
+        floor: float = 0.0,
+        after: float = 0.0,
+    ) -> TrialDeadline:
+        tokens = {int(m): _tokens(test_texts, int(m)) for m in max_lengths}
+        return cls(end, tokens, dict(layers) or {"": 6}, floor, after)
+
+    def reserve(self, params: dict[str, Any]) -> float:
+        """Seconds kept back at the end for a model with these params."""
+        length = int(params.get("max_length") or 0)
+        tokens = self.tokens.get(length, max(self.tokens.values(), default=0.0))
+        depth = self.layers.get(str(params.get("backbone")), max(self.layers.values()))
+        return max(_export_seconds(tokens, depth), self.floor) + self.after
+
+    def __call__(self, params: dict[str, Any]) -> float:
+        return self.end - self.reserve(params)
+
+    def latest(self) -> float:
+        """The deadline of the cheapest model to export: no trial runs past it."""
+        cheapest = min(self.tokens.values(), default=0.0) * min(self.layers.values())
+        return self.end - max(0.5 + cheapest / 30_000.0, self.floor) - self.after
+
+    def earliest(self) -> float:
+        """The deadline of the costliest model to export."""
+        costliest = max(self.tokens.values(), default=0.0) * max(self.layers.values())
+        return self.end - max(0.5 + costliest / 30_000.0, self.floor) - self.after
 
 
 def write_model_card(model_dir: str | Path, info: CardInfo) -> Path:
@@ -91,9 +152,18 @@ def write_model_card(model_dir: str | Path, info: CardInfo) -> Path:
     d = info.data
     path = Path(model_dir) / "README.md"
     m = info.metric
+    setfit = info.model_format == "setfit"
+    what = (
+        f"Few-shot `{info.params.get('method', 'setfit')}` on a `"
+        f"{info.params.get('backbone', '?')}` sentence-embedding body"
+        if setfit
+        else f"Fine-tuned `{info.params.get('backbone', '?')}`"
+    )
+    val_name = "cross-validation (mean)" if info.cv else "validation"
+    keys = sorted(k for k in (info.test_metrics or info.val_metrics) if not k.endswith("_std"))
     lines = [
         "---",
-        "library_name: transformers",
+        "library_name: " + ("setfit" if setfit else "transformers"),
         "pipeline_tag: "
         + ("text-classification" if d.task == "classification" else "text-regression"),
         "tags: [automl]",
@@ -101,18 +171,23 @@ def write_model_card(model_dir: str | Path, info: CardInfo) -> Path:
         "",
         f"# automl model `{info.study_id}`",
         "",
-        f"Fine-tuned `{info.params.get('backbone', '?')}` for {d.task} of "
+        f"{what} for {d.task} of "
         f"`{', '.join(d.text_columns)}` → `{d.label_column}` from `{d.source}`.",
         "",
         "## Results",
         "",
-        "| split | " + " | ".join(sorted(info.test_metrics or info.val_metrics)) + " |",
-        "|---|" + "---|" * len(info.test_metrics or info.val_metrics),
+        "| split | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
     ]
-    keys = sorted(info.test_metrics or info.val_metrics)
     lines.append(
-        "| validation | " + " | ".join(_fmt(info.val_metrics.get(k)) for k in keys) + " |"
+        f"| {val_name} | " + " | ".join(_fmt(info.val_metrics.get(k)) for k in keys) + " |"
     )
+    if info.cv and any(f"{k}_std" in info.val_metrics for k in keys):
+        lines.append(
+            "| cross-validation (std) | "
+            + " | ".join(_fmt(info.val_metrics.get(f"{k}_std")) for k in keys)
+            + " |"
+        )
     if info.test_metrics:
         lines.append("| test | " + " | ".join(_fmt(info.test_metrics.get(k)) for k in keys) + " |")
     lines.append("")
@@ -125,15 +200,25 @@ def write_model_card(model_dir: str | Path, info: CardInfo) -> Path:
     elif info.reference_val and m in info.reference_val and m in info.val_metrics:
         margin = info.val_metrics[m] - info.reference_val[m]
         lines.append(
-            f"Reference (TF-IDF + linear model): validation {m} "
+            f"Reference (TF-IDF + linear model): {val_name} {m} "
             f"{_fmt(info.reference_val[m])}; this model's margin: {margin:+.4f}."
         )
+    if info.cv:
+        lines += ["", f"Estimate: {info.cv}."]
+    if info.no_test_reason:
+        lines += [
+            "",
+            f"No held-out test split: {info.no_test_reason}. The scores above are "
+            "cross-validated on the training data (the search chose among them, so they "
+            "lean optimistic); check the model on labelled data of your own.",
+        ]
     lines += [
         "",
         "## Data",
         "",
         f"- rows: train {len(d.train)}, validation {len(d.val)}, test {len(d.test)} "
-        f"(seed {d.seed}; the test split was never seen by the search)",
+        f"(seed {d.seed}"
+        + ("; the test split was never seen by the search)" if len(d.test) else ")"),
     ]
     if d.task == "classification":
         lines.append(f"- classes ({len(d.label_names)}): {', '.join(d.label_names)}")
@@ -158,16 +243,29 @@ def write_model_card(model_dir: str | Path, info: CardInfo) -> Path:
         "```",
         "",
         "```python",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        f'model = AutoModelForSequenceClassification.from_pretrained("{Path(model_dir)}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{Path(model_dir)}")',
+    ]
+    if setfit:
+        lines += [
+            "from setfit import SetFitModel",
+            f'model = SetFitModel.from_pretrained("{Path(model_dir)}")',
+            'model.predict(["some text"])',
+        ]
+    else:
+        lines += [
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+            f'model = AutoModelForSequenceClassification.from_pretrained("{Path(model_dir)}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{Path(model_dir)}")',
+        ]
+    lines += [
         "```",
         "",
         "## Limitations",
         "",
         f"- Texts longer than {info.params.get('max_length', '?')} tokens are truncated: "
         "on long documents a linear model on all words can do better.",
-        "- Scores come from one split of the data; expect some variance on new data.",
+        "- Scores come from "
+        + ("cross-validation folds" if info.cv else "one split of the data")
+        + "; expect some variance on new data.",
         f"- Generated by automl on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
     ]

@@ -1,4 +1,8 @@
-"""dataset + budget → clean splits → reference row → searched fine-tuning → best model.
+"""dataset + budget → clean splits → route → reference row → search → best model.
+
+Two tracks share this flow: `finetune` (a validation split, one report per epoch, the best
+trial's checkpoint is exported) and `fewshot` (cross-validation on all training data, one
+report per fold, the winning configuration is refitted on all of it).
 
 The budget is a hard wall-clock limit for the whole run, counted from `started_at`
 (the CLI passes the moment the command started, imports included).
@@ -7,39 +11,58 @@ The budget is a hard wall-clock limit for the whole run, counted from `started_a
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from automl import backbones
-from automl.config import Budget, EpochResult, PreparedData, TrialRecord
-from automl.data import prepare
+from automl.config import Budget, EpochResult, PreparedData, Split, TrialRecord
+from automl.data import CheckedData, check, split_checked
 from automl.errors import BudgetError, ConfigError
 from automl.export import (
     CardInfo,
+    TrialDeadline,
     copy_checkpoint,
-    estimate_export_seconds,
     evaluate,
     write_model_card,
 )
 from automl.metrics import METRIC_MODES
 from automl.paths import ensure_offline
-from automl.reference import ReferenceResult, fit_reference
-from automl.search import NullObserver, SearchSettings, run_search, start_ray, stop_ray
+from automl.reference import ReferenceResult, fit_reference, fit_reference_cv
+from automl.routing import RouteDecision, holdout_test, route
+from automl.search import (
+    NullObserver,
+    SearchSettings,
+    run_search,
+    start_ray,
+    stop_ray,
+    warm_imports,
+)
 from automl.spaces import SearchSpace, load_space
 from automl.store import DEFAULT_DB, Store, new_study_id
-from automl.trainers.base import Trainer
+from automl.trainers.base import Trainer, TrainerRef
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# Fixed costs measured on 2 CPU cores: Ray start-up and first trial ≈ 8 s, shutdown ≈ 2 s.
-RAY_STARTUP_S = 8.0
-RAY_SHUTDOWN_S = 2.0
+# Fixed costs measured on 2 CPU cores: Ray start-up and first trial ≈ 4-5 s; shutdown
+# ≈ 1.5 s, overlapped with the export; leaving the process ≈ 0.5 s.
+RAY_STARTUP_S = 5.0
+RAY_SHUTDOWN_S = 1.5
+EXIT_S = 0.5
 MIN_SEARCH_S = 10.0  # less than this cannot train one useful epoch
+# Few-shot cross-validation: folds x repeats; every fold is one report (ASHA's rungs).
+CV_SPLITS = 4
+CV_REPEATS = 2
+# Few-shot: time kept back for refitting the winner on all data, as a share of the search.
+REFIT_SHARE = 0.12
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,7 @@ class RunOptions:
     ray_address: str | None = None
     num_cpus: int | None = None
     started_at: float | None = None  # time.time() when the command started
+    track: str = "auto"  # auto | fewshot | finetune
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,7 @@ class RunResult:
     leaderboard: list[dict[str, Any]]
     wall_s: float
     data: PreparedData
+    route: RouteDecision | None = None
 
 
 class RunListener(NullObserver):
@@ -91,12 +116,22 @@ class RunListener(NullObserver):
 class _StoreObserver:
     """Writes every search event to the store, then tells the listener."""
 
-    def __init__(self, store: Store, study_id: str, listener: RunListener) -> None:
+    def __init__(
+        self,
+        store: Store,
+        study_id: str,
+        listener: RunListener,
+        track: str,
+        started: threading.Event | None = None,
+    ) -> None:
         self.store, self.study_id, self.listener = store, study_id, listener
+        self.track, self.started = track, started
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        if self.started is not None:
+            self.started.set()
         self.store.upsert_trial(
-            self.study_id, number=number, track="finetune", status="running", params=params
+            self.study_id, number=number, track=self.track, status="running", params=params
         )
         self.listener.trial_started(number, params)
 
@@ -114,7 +149,7 @@ class _StoreObserver:
         self.store.upsert_trial(
             self.study_id,
             number=r.number,
-            track="finetune",
+            track=self.track,
             status=r.status,
             params=r.params,
             metrics=r.best_metrics,
@@ -126,6 +161,26 @@ class _StoreObserver:
         self.listener.trial_ended(r)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Everything decided from the data before the search."""
+
+    data: PreparedData
+    decision: RouteDecision
+    space: SearchSpace
+    no_test_reason: str
+    metric: str
+    mode: str
+    paths: dict[str, str]  # backbone name -> local folder
+    trial_deadline: TrialDeadline
+    export_s: float  # the costliest model's export
+    folds: list[tuple[Any, Any]]  # few-shot cross-validation folds (train + val indices)
+
+    @property
+    def fewshot(self) -> bool:
+        return self.decision.track == "fewshot"
+
+
 def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
     """Run one study end to end and return its result. Bad input raises a typed error
     before anything is written to the store."""
@@ -134,106 +189,112 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
     end = t0 + options.budget.seconds
     ensure_offline()
 
-    data = prepare(
-        options.data,
-        options.label,
-        list(options.text or []) or None,
-        options.task,
-        seed=options.seed,
-    )
-    space = _space(options)
-    metric = "macro_f1" if data.task == "classification" else "rmse"
-    mode = METRIC_MODES[metric]
-    bb_spec, len_spec = space.get("backbone"), space.get("max_length")
-    names = [str(v) for v in bb_spec.values] if bb_spec else []
-    layers = max(
-        (backbones.BACKBONES[n].num_layers for n in names if n in backbones.BACKBONES), default=6
-    )
-    max_len = int(max(len_spec.values)) if len_spec and len_spec.values else 128
-    export_s = estimate_export_seconds(len(data.test), max_len, layers)
-    search_deadline = end - export_s - RAY_SHUTDOWN_S
-    if search_deadline - time.time() < RAY_STARTUP_S + MIN_SEARCH_S:
-        need = (time.time() - t0) + RAY_STARTUP_S + MIN_SEARCH_S + export_s + RAY_SHUTDOWN_S
-        raise BudgetError(
-            f"a budget of {options.budget} is too small for this dataset: start-up, one "
-            f"short trial and export need about {need:.0f} s; use --budget {int(need) + 30}s "
-            "or more"
-        )
-    paths = {n: str(backbones.resolve(n)) for n in names}  # unknown name: a clear error now
-    listener.stage(f"data ready: {', '.join(data.report.lines())}")  # only once input is valid
-
+    # Every bad-input error comes from these three, before Ray starts.
+    checked = check(options.data, options.label, list(options.text or []) or None, options.task)
+    user_space = load_space(options.space) if options.space else None
     store = Store(options.db)
     study_id = new_study_id(
-        Path(str(data.source)).stem if data.source != "<dataframe>" else "dataframe"
+        Path(checked.source).stem if checked.source != "<dataframe>" else "dataframe"
     )
     work_dir = Path(options.out) / study_id
-    work_dir.mkdir(parents=True, exist_ok=True)
-    store.create_study(
-        study_id=study_id,
-        dataset=data.source,
-        task=data.task,
-        track="finetune",
-        metric=metric,
-        mode=mode,
-        budget_s=options.budget.seconds,
-        seed=options.seed,
-        data_summary=_summary(data),
-        cleaning={"lines": data.report.lines()},
-        options={
-            "space": space.source,
-            "max_trials": options.max_trials,
-            "backbones": names,
-            "ray_address": options.ray_address,
-        },
+    ray_settings = SearchSettings(
+        deadline=end,
+        work_dir=str(work_dir),
+        num_cpus=options.num_cpus,
+        ray_address=options.ray_address,
     )
+    # Ray's start-up (ray.init must run in the main thread) is the critical path to the
+    # first trial: the split, routing, the TF-IDF reference and Tune's imports run beside
+    # it (at normal priority: a niced thread holding the GIL slowed ray.init more than it
+    # saved). The driver never imports torch before the trials run (they get a
+    # TrainerRef); the export's dependencies are imported while they train.
+    background = ThreadPoolExecutor(2, thread_name_prefix="automl-bg")
+    started = False
+    created = False
     try:
-        settings = SearchSettings(
-            deadline=search_deadline,
-            work_dir=str(work_dir),
+        planned = background.submit(_plan_and_reference, options, checked, user_space, t0, end)
+        warm = background.submit(warm_imports)
+        started = start_ray(ray_settings)
+        plan, reference = planned.result()
+        warm.result()
+        data, decision, metric = plan.data, plan.decision, plan.metric
+        listener.stage(f"data ready: {', '.join(data.report.lines())}")
+        listener.stage(f"track {decision.reason}")
+        store.create_study(
+            study_id=study_id,
+            dataset=data.source,
+            task=data.task,
+            track=decision.track,
             metric=metric,
-            mode=mode,
-            max_trials=options.max_trials,
+            mode=plan.mode,
+            budget_s=options.budget.seconds,
             seed=options.seed,
-            num_cpus=options.num_cpus,
-            ray_address=options.ray_address,
-            backbone_paths=paths,
+            data_summary=_summary(data),
+            cleaning={"lines": data.report.lines()},
+            options={
+                "space": plan.space.source,
+                "max_trials": options.max_trials,
+                "backbones": list(plan.paths),
+                "ray_address": options.ray_address,
+                "track_requested": options.track,
+                "route": decision.reason,
+                "cv": _cv_text(plan.folds, data) if plan.fewshot else "",
+            },
         )
-        listener.stage("starting Ray and fitting the TF-IDF reference")
-        # Overlap Ray's start-up with the reference fit and the trainer's torch import.
-        with ThreadPoolExecutor(2) as pool:
-            ref_future = pool.submit(fit_reference, data, options.seed)
-            trainer_future = pool.submit(_trainer)
-            started = start_ray(settings)
-            reference = ref_future.result()
-            trainer = trainer_future.result()
+        created = True
         store.upsert_trial(
             study_id,
             number=0,
             track="reference",
             status="complete",
             params=reference.params,
-            # validation metrics rank it; its test metrics ride along for the model card
+            # validation metrics rank it; its test metrics ride along for the card
             metrics={
                 **reference.val_metrics,
                 **{f"test_{k}": v for k, v in reference.test_metrics.items()},
             },
             seconds=reference.seconds,
         )
+        settings = replace(
+            ray_settings,
+            deadline=plan.trial_deadline.latest(),
+            metric=metric,
+            mode=plan.mode,
+            max_trials=options.max_trials,
+            seed=options.seed,
+            backbone_paths=plan.paths,
+            max_reports=len(plan.folds) if plan.fewshot else None,
+            score="last_report" if plan.fewshot else "best_report",
+            trial_deadline=plan.trial_deadline,
+        )
+        trainer = _trainer(decision.track)
+        first_trial = threading.Event()  # warm up once trials run: Tune's start holds the GIL
+        export_ready = background.submit(
+            _low_priority, _warm_export, trainer, list(plan.paths.values()), first_trial
+        )
         try:
-            listener.search_started(search_deadline, options.budget.seconds, t0)
+            listener.search_started(settings.deadline, options.budget.seconds, t0)
             records = run_search(
-                data, space, trainer, settings, _StoreObserver(store, study_id, listener)
+                data,
+                plan.space,
+                trainer,
+                settings,
+                _StoreObserver(store, study_id, listener, decision.track, first_trial),
             )
         finally:
-            if started:
-                stop_ray(settings)
-        best = _pick_best(records, metric, mode)
-        listener.stage(f"exporting trial {best.number} and scoring the test split")
-        assert best.checkpoint_dir is not None
-        best_dir = copy_checkpoint(best.checkpoint_dir, work_dir / "best")
-        test_metrics = (
-            evaluate(best_dir, data.test.texts, data.test.labels) if len(data.test) else {}
-        )
+            first_trial.set()
+        export_ready.result()
+        background.shutdown(wait=True)
+        # The best model is exported in a thread while this (main) thread shuts Ray down
+        # (about 1.5 s): ray.shutdown from another thread left Ray's state half torn down.
+        best_dir = work_dir / "best"
+        exporter = ThreadPoolExecutor(1, thread_name_prefix="automl-export")
+        exported = exporter.submit(_export_best, plan, records, trainer, best_dir, end, listener)
+        exporter.shutdown(wait=False)
+        if started:
+            started = False
+            stop_ray(settings)
+        best, test_metrics = exported.result()
         wall = time.time() - t0
         write_model_card(
             best_dir,
@@ -249,6 +310,10 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
                 trials_by_status=dict(Counter(r.status for r in records)),
                 reference_val=reference.val_metrics,
                 reference_test=reference.test_metrics,
+                route_reason=decision.reason,
+                cv=_cv_text(plan.folds, data) if plan.fewshot else "",
+                no_test_reason=plan.no_test_reason,
+                model_format="setfit" if plan.fewshot else "transformers",
             ),
         )
         shutil.rmtree(work_dir / "trials", ignore_errors=True)  # the best one was copied
@@ -277,31 +342,200 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             leaderboard=store.leaderboard(study_id),
             wall_s=wall,
             data=data,
+            route=decision,
         )
     except BaseException as exc:
-        store.finish_study(
-            study_id,
-            status="failed",
-            error=str(exc) or type(exc).__name__,
-            wall_s=time.time() - t0,
-        )
+        if started:
+            stop_ray(ray_settings)
+        background.shutdown(wait=True, cancel_futures=True)
+        if created:
+            store.finish_study(
+                study_id,
+                status="failed",
+                error=str(exc) or type(exc).__name__,
+                wall_s=time.time() - t0,
+            )
+        else:  # invalid input found beside Ray's start: leave nothing behind
+            shutil.rmtree(work_dir, ignore_errors=True)
         raise
     finally:
         store.close()
 
 
-def _trainer() -> Trainer:
-    """The fine-tuning trainer; importing it loads torch and transformers (~1-2 s)."""
-    from automl.trainers.finetune import FineTuneTrainer
+def _export_best(
+    plan: _Plan,
+    records: list[TrialRecord],
+    trainer: Trainer,
+    best_dir: Path,
+    end: float,
+    listener: RunListener,
+) -> tuple[TrialRecord, dict[str, float]]:
+    """Pick the best trial and write its model to best_dir (fine-tuning: copy its
+    checkpoint; few-shot: refit its configuration on all training data); score the test
+    split with the exported folder, through the code path of `automl predict`."""
+    data = plan.data
+    if plan.fewshot:
+        best = _pick_best_cv(records, plan.metric, plan.mode, len(plan.folds), end - time.time())
+        listener.stage(
+            f"refitting trial {best.number} on all {len(data.train) + len(data.val)} "
+            "training examples" + (" and scoring the test split" if len(data.test) else "")
+        )
+        bb = str(best.params.get("backbone"))
+        params = {**best.params, "backbone_path": plan.paths.get(bb, bb)}
+        assert isinstance(trainer, TrainerRef)
+        refit = trainer.load().refit  # type: ignore[attr-defined]
+        refit(data, params, str(best_dir), deadline=end - plan.export_s - EXIT_S)
+    else:
+        best = _pick_best(records, plan.metric, plan.mode)
+        listener.stage(f"exporting trial {best.number} and scoring the test split")
+        assert best.checkpoint_dir is not None
+        copy_checkpoint(best.checkpoint_dir, best_dir)
+    test_metrics = evaluate(best_dir, data.test.texts, data.test.labels) if len(data.test) else {}
+    return best, test_metrics
 
-    return FineTuneTrainer()
+
+def _trainer(track: str) -> Trainer:
+    """The track's trainer, by name: each trial worker imports it (torch, transformers:
+    1-2 s), the driver does not until it refits or exports."""
+    if track == "fewshot":
+        return TrainerRef(
+            "automl.trainers.fewshot", "FewShotTrainer", n_splits=CV_SPLITS, n_repeats=CV_REPEATS
+        )
+    return TrainerRef("automl.trainers.finetune", "FineTuneTrainer")
 
 
-def _space(options: RunOptions) -> SearchSpace:
-    space = load_space(options.space)
+def _plan_and_reference(
+    options: RunOptions,
+    checked: CheckedData,
+    user_space: SearchSpace | None,
+    t0: float,
+    end: float,
+) -> tuple[_Plan, ReferenceResult]:
+    """Split, route, choose the space, plan the deadlines (raising BudgetError when the
+    budget cannot fit a trial), then fit the TF-IDF reference on the same split."""
+    data = split_checked(checked, seed=options.seed)
+    decision, space = _route(options, data, user_space)
+    fewshot = decision.track == "fewshot"
+    no_test_reason = ""
+    if fewshot:
+        data, no_test_reason = _fewshot_splits(data)
+    metric = "macro_f1" if data.task == "classification" else "rmse"
+    bb_spec, len_spec = space.get("backbone"), space.get("max_length")
+    names = [str(v) for v in bb_spec.values] if bb_spec else []
+    depth = {n: backbones.BACKBONES[n].num_layers for n in names if n in backbones.BACKBONES}
+    lengths = [int(v) for v in len_spec.values] if len_spec and len_spec.values else [128]
+    after = EXIT_S
+    if fewshot:  # the winner is refitted on all data after the search
+        after += REFIT_SHARE * max(0.0, end - time.time() - RAY_STARTUP_S)
+    # Each trial stops in time for its own model's export; none runs past `latest`.
+    trial_deadline = TrialDeadline.plan(
+        end, data.test.texts, lengths, depth or {"": 6}, floor=RAY_SHUTDOWN_S, after=after
+    )
+    export_s = end - after - trial_deadline.earliest()
+    if trial_deadline.earliest() - time.time() < RAY_STARTUP_S + MIN_SEARCH_S:
+        need = (time.time() - t0) + RAY_STARTUP_S + MIN_SEARCH_S + export_s + after
+        raise BudgetError(
+            f"a budget of {options.budget} is too small for this dataset: start-up, one "
+            f"short trial and export need about {need:.0f} s; use --budget {int(need) + 30}s "
+            "or more"
+        )
+    paths = {n: str(backbones.resolve(n)) for n in names}  # unknown name: a clear error now
+    folds: list[tuple[Any, Any]] = []
+    if fewshot:
+        from automl.cv import cv_folds
+
+        labels = list(data.train.labels) + list(data.val.labels)
+        folds = cv_folds(labels, CV_SPLITS, CV_REPEATS, options.seed)
+    plan = _Plan(
+        data=data,
+        decision=decision,
+        space=space,
+        no_test_reason=no_test_reason,
+        metric=metric,
+        mode=METRIC_MODES[metric],
+        paths=paths,
+        trial_deadline=trial_deadline,
+        export_s=export_s,
+        folds=folds,
+    )
+    reference = (
+        fit_reference_cv(data, folds, options.seed)
+        if fewshot
+        else fit_reference(data, options.seed)
+    )
+    return plan, reference
+
+
+def _route(
+    options: RunOptions, data: PreparedData, user_space: SearchSpace | None
+) -> tuple[RouteDecision, SearchSpace]:
+    """Pick the track (from the data, or --track, or the track of a --space file) and its
+    search space."""
+    labels = list(data.train.labels) + list(data.val.labels) + list(data.test.labels)
+    requested = options.track
+    if user_space is not None and requested == "auto":
+        requested = user_space.track  # the user's space file names its track
+    decision = route(labels, data.task, options.budget.seconds, requested)
+    if user_space is not None and user_space.track != decision.track:
+        raise ConfigError(
+            f"--space {options.space} is a {user_space.track!r} space but the track is "
+            f"{decision.track!r}: pass a {decision.track} space or --track {user_space.track}"
+        )
+    space = user_space or load_space(None, track=decision.track)
     if options.backbones:
         space = space.with_choices("backbone", list(options.backbones))
-    return space
+    return decision, space
+
+
+def _fewshot_splits(data: PreparedData) -> tuple[PreparedData, str]:
+    """Few-shot data: validation rows join train (cross-validation replaces them); the
+    test split stays only when every class can spare examples for it."""
+    labels = list(data.train.labels) + list(data.val.labels) + list(data.test.labels)
+    empty = Split(texts=(), labels=())
+    if holdout_test(labels):
+        train = Split(data.train.texts + data.val.texts, data.train.labels + data.val.labels)
+        return replace(data, train=train, val=empty), ""
+    train = Split(
+        data.train.texts + data.val.texts + data.test.texts,
+        data.train.labels + data.val.labels + data.test.labels,
+    )
+    smallest = min(Counter(labels).values())
+    reason = (
+        f"the smallest class has {smallest} examples, too few to hold any out without "
+        "weakening the model"
+    )
+    return replace(data, train=train, val=empty, test=empty), reason
+
+
+def _cv_text(folds: list[tuple[Any, Any]], data: PreparedData) -> str:
+    return (
+        f"{CV_SPLITS}-fold stratified cross-validation x {CV_REPEATS} repeats "
+        f"({len(folds)} folds) on the {len(data.train) + len(data.val)} training examples"
+    )
+
+
+def _warm_export(
+    trainer: Trainer, backbone_paths: list[str], first_trial: threading.Event
+) -> None:
+    """While the trials run: import what the export needs (torch, transformers, the
+    backbones' modelling code; the few-shot trainer, which refits in this process)."""
+    from automl import modelio
+
+    first_trial.wait(timeout=10.0)
+
+    modelio.warm_up(backbone_paths)
+    if isinstance(trainer, TrainerRef) and trainer.module != "automl.trainers.finetune":
+        trainer.load()
+
+
+def _low_priority(fn: Callable[..., T], *args: Any) -> T:
+    """Run fn in this thread at a lower CPU priority (Linux threads have their own nice
+    value), so Ray's start-up and the trials get the cores first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run as is
+        pass
+    return fn(*args)
 
 
 def _pick_best(records: list[TrialRecord], metric: str, mode: str) -> TrialRecord:
@@ -312,6 +546,28 @@ def _pick_best(records: list[TrialRecord], metric: str, mode: str) -> TrialRecor
         raise BudgetError(f"no trial finished an epoch within the budget{detail}: raise --budget")
     sign = 1.0 if mode == "max" else -1.0
     return max(usable, key=lambda r: (sign * r.best_metrics[metric], -r.number))
+
+
+def _pick_best_cv(
+    records: list[TrialRecord], metric: str, mode: str, folds: int, seconds_left: float
+) -> TrialRecord:
+    """The best cross-validated trial: among those that reported at least half the folds
+    (a lucky first fold is not an estimate), by mean score; a configuration whose refit
+    would not fit in the time left gives way to the next best."""
+    scored = [r for r in records if metric in r.best_metrics and r.epochs]
+    if not scored:
+        errors = sorted({r.error for r in records if r.error})
+        detail = f" (trial errors: {'; '.join(errors)[:300]})" if errors else ""
+        raise BudgetError(f"no trial finished a fold within the budget{detail}: raise --budget")
+    most = max(len(r.epochs) for r in scored)
+    pool = [r for r in scored if len(r.epochs) >= min(most, max(1, folds // 2))]
+    sign = 1.0 if mode == "max" else -1.0
+    ranked = sorted(pool, key=lambda r: (-sign * r.best_metrics[metric], r.number))
+    for r in ranked:
+        per_fold = r.epochs[-1].seconds / len(r.epochs)
+        if per_fold * 1.5 <= seconds_left:  # all data is ~1.3x a fold's training data
+            return r
+    return min(ranked, key=lambda r: r.epochs[-1].seconds / len(r.epochs))
 
 
 def _summary(data: PreparedData) -> dict[str, Any]:

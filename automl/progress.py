@@ -103,30 +103,41 @@ class RichListener(RunListener):
 def leaderboard_table(rows: list[dict[str, Any]], metric: str, title: str = "") -> Table:
     """A rich table of leaderboard rows (as returned by Store.leaderboard)."""
     table = Table(title=title or None, show_lines=False)
-    for col in ("#", "trial", "status", "track", "backbone", "freeze", "lr", "epochs"):
-        table.add_column(col, justify="right" if col in ("#", "trial", "epochs") else "left")
+    # A few-shot trial reports once per cross-validation fold, a fine-tuning one per epoch.
+    steps = "folds" if any(r.get("track") == "fewshot" for r in rows) else "epochs"
+    for col in ("#", "trial", "status", "track", "backbone", "freeze", "lr", steps):
+        table.add_column(col, justify="right" if col in ("#", "trial", steps) else "left")
     for col in (metric, "accuracy" if metric != "accuracy" else "loss", "seconds"):
         table.add_column(col, justify="right")
     for r in rows:
         p, m = r.get("params") or {}, r.get("metrics") or {}
         second = "accuracy" if metric != "accuracy" else "loss"
         style = "bold green" if r.get("is_best") else None
+        track = str(r.get("track"))
+        if p.get("method"):  # few-shot: the method (logreg, svm, setfit) matters most
+            track += f"/{p['method']}"
+        lr = p.get(
+            "learning_rate", p.get("body_learning_rate") if p.get("method") == "setfit" else None
+        )
         table.add_row(
             str(r.get("rank") or "–"),
             str(r.get("number")),
             str(r.get("status")),
-            str(r.get("track")),
+            track,
             str(p.get("backbone", p.get("model", ""))),
             str(p.get("freeze_layers", "")),
-            f"{p['learning_rate']:.1e}" if "learning_rate" in p else "",
+            f"{lr:.1e}" if isinstance(lr, int | float) else "",
             str(r.get("epochs_done") or ""),
-            _fmt(m.get(metric)),
-            _fmt(m.get(second)),
+            _fmt(m.get(metric), m.get(f"{metric}_std")),
+            _fmt(m.get(second), m.get(f"{second}_std")),
             f"{r.get('seconds') or 0:.1f}",
             style=style,
         )
     return table
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, int | float) else "–"
+def _fmt(v: Any, std: Any = None) -> str:
+    """A score, with ± its standard deviation over cross-validation folds when known."""
+    if not isinstance(v, int | float):
+        return "–"
+    return f"{v:.4f} ± {std:.4f}" if isinstance(std, int | float) else f"{v:.4f}"

@@ -22,3 +22,36 @@ class Trainer(Protocol):
     def fit(
         self, data: PreparedData, params: dict[str, Any], ctx: TrialContext, report: ReportFn
     ) -> list[EpochResult]: ...
+
+
+class TrainerRef:
+    """A trainer named by module and class, built on first use.
+
+    The driver hands this to the search instead of a trainer instance, so it never has to
+    import the trainer's heavy dependencies (torch, transformers) before the first trial
+    starts; each Ray worker imports them once, where they are needed anyway.
+    """
+
+    def __init__(self, module: str, name: str, **kwargs: Any) -> None:
+        self.module, self.name, self.kwargs = module, name, kwargs
+        self._trainer: Trainer | None = None
+
+    def load(self) -> Trainer:
+        """The trainer instance (imported and constructed once per process)."""
+        if self._trainer is None:
+            import importlib
+
+            cls = getattr(importlib.import_module(self.module), self.name)
+            self._trainer = cls(**self.kwargs)
+        return self._trainer
+
+    def fit(
+        self, data: PreparedData, params: dict[str, Any], ctx: TrialContext, report: ReportFn
+    ) -> list[EpochResult]:
+        return self.load().fit(data, params, ctx, report)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_trainer": None}  # send the name, not a loaded trainer
+
+    def __repr__(self) -> str:
+        return f"TrainerRef({self.module}:{self.name})"

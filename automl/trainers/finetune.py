@@ -180,10 +180,11 @@ class _Costs:
         if self.eval_per_text is not None:
             return 0.05 + self.eval_per_text * n_val
         # Before the first evaluation: a forward pass costs about a third of a training
-        # step; assume half to be safe.
+        # step when every layer trains, but nearly a whole one when most are frozen (only
+        # the top layers run backward), and evaluation batches pad more: assume a whole.
         seconds = sum(s for s, _ in self.recent)
         texts = sum(n for _, n in self.recent)
-        return 0.05 + 0.5 * seconds / max(texts, 1) * n_val
+        return 0.05 + seconds / max(texts, 1) * n_val
 
 
 class FineTuneTrainer:
