@@ -132,6 +132,19 @@ class TrialContext:
     seed: int = 0
     metric: str = "macro_f1"  # the validation metric to maximise (or minimise, see mode)
     mode: Literal["max", "min"] = "max"
+    # A file holding a time.time() value that the driver may move earlier while the trial
+    # runs (e.g. when a model that is slower to export becomes the best so far).
+    deadline_file: str | None = None
+
+    def current_deadline(self) -> float:
+        """The deadline now: `deadline`, or the deadline file's value when earlier."""
+        if self.deadline_file is None:
+            return self.deadline
+        try:
+            with open(self.deadline_file, encoding="ascii") as fh:
+                return min(self.deadline, float(fh.read()))
+        except (OSError, ValueError):  # not written yet, or being replaced
+            return self.deadline
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,33 @@ class RunListener(NullObserver):
         pass
 
 
+class _BestDeadline:
+    """Keeps the trials' shared deadline file: the run's end minus the export time of the
+    best model so far. Each trial also has its own deadline (its own export time), so the
+    model exported at the end, whichever it is, has the time its export needs."""
+
+    def __init__(self, path: Path, plan: TrialDeadline, metric: str, mode: str) -> None:
+        self.path, self.plan, self.metric, self.mode = path, plan, metric, mode
+        self.params: dict[int, dict[str, Any]] = {}
+        self.best: float | None = None
+        self.written: float | None = None
+
+    def reported(self, number: int, epoch: EpochResult) -> None:
+        value = epoch.metrics.get(self.metric)
+        if value is None or value != value or number not in self.params:
+            return
+        best = self.best
+        if best is not None and (value <= best if self.mode == "max" else value >= best):
+            return
+        self.best = value
+        deadline = self.plan(self.params[number])
+        if deadline != self.written:  # a better model: the earlier best cannot win anymore
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(f"{deadline:.3f}", encoding="ascii")
+            os.replace(tmp, self.path)
+            self.written = deadline
+
+
 class _StoreObserver:
     """Writes every search event to the store, then tells the listener."""
 
@@ -123,19 +150,24 @@ class _StoreObserver:
         listener: RunListener,
         track: str,
         started: threading.Event | None = None,
+        deadlines: _BestDeadline | None = None,
     ) -> None:
         self.store, self.study_id, self.listener = store, study_id, listener
-        self.track, self.started = track, started
+        self.track, self.started, self.deadlines = track, started, deadlines
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         if self.started is not None:
             self.started.set()
+        if self.deadlines is not None:
+            self.deadlines.params[number] = params
         self.store.upsert_trial(
             self.study_id, number=number, track=self.track, status="running", params=params
         )
         self.listener.trial_started(number, params)
 
     def epoch_reported(self, number: int, epoch: EpochResult) -> None:
+        if self.deadlines is not None:
+            self.deadlines.reported(number, epoch)
         self.store.add_epoch(
             f"{self.study_id}:{number}",
             epoch.epoch,
@@ -266,6 +298,13 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             max_reports=len(plan.folds) if plan.fewshot else None,
             score="last_report" if plan.fewshot else "best_report",
             trial_deadline=plan.trial_deadline,
+            # fine-tuning: the best checkpoint so far is exported as is; few-shot refits
+            deadline_file=None if plan.fewshot else str((work_dir / "deadline").resolve()),
+        )
+        best_deadline = (
+            _BestDeadline(Path(settings.deadline_file), plan.trial_deadline, metric, plan.mode)
+            if settings.deadline_file
+            else None
         )
         trainer = _trainer(decision.track)
         first_trial = threading.Event()  # warm up once trials run: Tune's start holds the GIL
@@ -279,7 +318,9 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
                 plan.space,
                 trainer,
                 settings,
-                _StoreObserver(store, study_id, listener, decision.track, first_trial),
+                _StoreObserver(
+                    store, study_id, listener, decision.track, first_trial, best_deadline
+                ),
             )
         finally:
             first_trial.set()
@@ -524,8 +565,14 @@ def _warm_export(
     first_trial.wait(timeout=10.0)
 
     modelio.warm_up(backbone_paths)
-    if isinstance(trainer, TrainerRef) and trainer.module != "automl.trainers.finetune":
+    if isinstance(trainer, TrainerRef) and trainer.module == "automl.trainers.fewshot":
         trainer.load()
+        import setfit  # noqa: F401  - the refit builds a SetFitModel (~3 s to import)
+
+        from automl.embeddings import load_body
+
+        for path in backbone_paths:  # the refit's body; its embeddings are cached on disk
+            load_body(path)
 
 
 def _low_priority(fn: Callable[..., T], *args: Any) -> T:

@@ -84,6 +84,9 @@ class SearchSettings:
     # A trial's own deadline from its params (never after `deadline`), e.g. earlier for a
     # model that takes longer to export; picklable (trials call it). None: `deadline`.
     trial_deadline: Callable[[dict[str, Any]], float] | None = None
+    # A file whose value (a time.time()) trials re-read and obey when it is earlier than
+    # their own deadline: the caller moves it as the best model so far changes.
+    deadline_file: str | None = None
 
 
 def run_search(
@@ -146,6 +149,7 @@ def run_search(
             trials_dir=str(trials_dir.resolve()),
             max_reports=settings.max_reports,
             trial_deadline=settings.trial_deadline,
+            deadline_file=settings.deadline_file,
         )
         tuner = tune.Tuner(
             tune.with_resources(trainable, _trial_resources(settings, concurrency)),
@@ -156,8 +160,8 @@ def run_search(
                 mode=settings.mode,
                 num_samples=settings.max_trials or -1,
                 # Trainers stop themselves at the deadline and report a last partial
-                # epoch; Ray's own stop is a backstop a few seconds later.
-                time_budget_s=max(1.0, settings.deadline - time.time() + 3.0),
+                # epoch; Ray's own stop is a backstop a second later.
+                time_budget_s=max(1.0, settings.deadline - time.time() + 1.0),
                 reuse_actors=True,
                 max_concurrent_trials=concurrency,
             ),
@@ -360,6 +364,7 @@ def _run_trial(
     trials_dir: str,
     max_reports: int | None = None,
     trial_deadline: Callable[[dict[str, Any]], float] | None = None,
+    deadline_file: str | None = None,
 ) -> None:
     """Runs inside a Ray worker: one configuration, one report per epoch (or fold)."""
     import torch
@@ -382,6 +387,7 @@ def _run_trial(
         seed=seed,
         metric=metric,
         mode="min" if mode == "min" else "max",
+        deadline_file=deadline_file,
     )
 
     def report(ep: EpochResult) -> None:

@@ -299,3 +299,45 @@ def test_a_trial_without_epochs_does_not_crash_the_search(tmp_path: Path) -> Non
         assert r.error == "stopped at the deadline before its first epoch"
         assert r.status == "stopped"
     assert [kind for kind, _, _ in observer.events].count("ended") == 2
+
+
+def test_a_trial_obeys_a_deadline_file_only_when_it_is_earlier(tmp_path: Path) -> None:
+    from automl.config import TrialContext
+
+    path = tmp_path / "deadline"
+    ctx = TrialContext(output_dir=str(tmp_path), deadline=100.0, deadline_file=str(path))
+    assert ctx.current_deadline() == 100.0  # no file yet
+    path.write_text("90.5")
+    assert ctx.current_deadline() == 90.5
+    path.write_text("120")
+    assert ctx.current_deadline() == 100.0  # never later than the trial's own
+    path.write_text("garbage")
+    assert ctx.current_deadline() == 100.0
+
+
+def test_the_deadline_file_follows_the_best_models_export_time(tmp_path: Path) -> None:
+    from automl.export import TrialDeadline
+    from automl.pipeline import _BestDeadline
+
+    plan = TrialDeadline(
+        end=1000.0, tokens={64: 15_000.0, 128: 30_000.0}, layers={"s": 3, "m": 6}, after=0.5
+    )
+    path = tmp_path / "deadline"
+    best = _BestDeadline(path, plan, "macro_f1", "max")
+    best.params.update(
+        {1: {"backbone": "s", "max_length": 64}, 2: {"backbone": "m", "max_length": 128}}
+    )
+
+    def epoch(value: float) -> EpochResult:
+        return EpochResult(1, {"macro_f1": value}, 0.1, 1.0, True)
+
+    best.reported(1, epoch(0.5))
+    cheap = float(path.read_text())
+    assert cheap == pytest.approx(plan({"backbone": "s", "max_length": 64}))
+    best.reported(2, epoch(0.6))  # a slower-to-export model is now the best: earlier
+    costly = float(path.read_text())
+    assert costly == pytest.approx(plan({"backbone": "m", "max_length": 128})) and costly < cheap
+    best.reported(1, epoch(0.55))  # not better than 0.6: unchanged
+    assert float(path.read_text()) == costly
+    best.reported(1, epoch(0.7))  # the cheap model wins again: later again
+    assert float(path.read_text()) == pytest.approx(cheap)

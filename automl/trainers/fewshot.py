@@ -48,15 +48,15 @@ HEADS = ("logreg", "differentiable")
 SAMPLING_STRATEGIES = ("oversampling", "undersampling", "unique")  # setfit 1.2's names
 
 # Defaults for keys a caller leaves out: the `init` values of search_spaces/fewshot.yaml,
-# plus two knobs that are not searched by default.
+# plus knobs that are not searched by default.
 DEFAULTS: dict[str, Any] = {
     "method": "logreg",
     "C": 1.0,
     "max_length": 128,
     "head": "logreg",
-    "body_learning_rate": 2e-5,
+    "body_learning_rate": 5e-5,
     "head_learning_rate": 1e-2,
-    "num_iterations": 3,
+    "num_iterations": 2,
     "sampling_strategy": "oversampling",
     "epochs": 1,
     "batch_size": 16,
@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     # Epochs of the differentiable head (SetFit's default, 16): with the body's 1-2 epochs
     # the head would take a handful of steps and stay near its random start.
     "head_epochs": 16,
-    "max_steps": -1,  # cap on the body's training steps (-1: none)
+    "max_steps": 24,  # cap on the body's training steps per fit (-1: none)
 }
 _EMBED_BATCH = 64
 _LOGREG_MAX_ITER = 2000  # lbfgs on unscaled embeddings with C up to 100 needs more than 100
@@ -148,7 +148,7 @@ class FewShotTrainer:
     ) -> list[EpochResult]:
         """Run the folds, reporting the running summary after each; returns the reports."""
         start = time.time()
-        if start >= ctx.deadline:
+        if start >= ctx.current_deadline():
             logger.debug("deadline already passed; not training")
             return []
         hp = _Hparams.from_params(params)
@@ -167,7 +167,11 @@ class FewShotTrainer:
         scores: list[dict[str, float]] = []
         with tempfile.TemporaryDirectory(prefix="automl-setfit-") as scratch:
             for number, (train_idx, val_idx) in enumerate(folds, start=1):
-                if results and time.time() >= ctx.deadline:
+                # A fold that would not finish before the deadline is not started: the
+                # folds so far tell how long one takes (the first always runs).
+                per_fold = results[-1].seconds / len(results) if results else 0.0
+                deadline = ctx.current_deadline()
+                if results and time.time() + per_fold >= deadline:
                     logger.debug("deadline reached after %d of %d folds", len(results), len(folds))
                     break
                 if features is not None:
@@ -182,7 +186,7 @@ class FewShotTrainer:
                         y[train_idx],
                         data.num_labels,
                         ctx.seed,
-                        ctx.deadline,
+                        deadline,
                         scratch,
                     )
                     logits = _setfit_logits(model, [texts[i] for i in val_idx], data.num_labels)

@@ -199,7 +199,7 @@ class FineTuneTrainer:
     ) -> list[EpochResult]:
         """Train, evaluating on data.val after every epoch; returns the EpochResults."""
         start = time.time()
-        if start >= ctx.deadline:
+        if start >= ctx.current_deadline():
             logger.debug("deadline already passed; not training")
             return []
         hp = _Hparams.from_params(params)
@@ -227,7 +227,8 @@ class FineTuneTrainer:
                 break
             # A trial with nothing reported yet may overrun a little rather than waste its work.
             grace = 0.0 if results else _GRACE_S
-            if partial and time.time() + run.costs.eval_s(len(data.val)) > ctx.deadline + grace:
+            deadline = ctx.current_deadline()
+            if partial and time.time() + run.costs.eval_s(len(data.val)) > deadline + grace:
                 logger.debug("epoch %d: no time left to evaluate a partial epoch", epoch)
                 break
             metrics, improved = run.evaluate(best)
@@ -337,12 +338,13 @@ class _Run:
         for batch in _bucket_batches([len(x) for x in ids], self.hp.batch_size, self.rng):
             now = time.time()
             finish = self.costs.next_batch_s() + self.costs.eval_s(n_val) + self.costs.save_s
-            if now + finish + _SAFETY_S > self.ctx.deadline:
+            deadline = self.ctx.current_deadline()
+            if now + finish + _SAFETY_S > deadline:
                 logger.debug(
                     "epoch %d: stopping after %d texts, %.2f s left, %.2f s needed to finish",
                     epoch,
                     seen,
-                    self.ctx.deadline - now,
+                    deadline - now,
                     finish,
                 )
                 return (loss_sum / seen * self.y_std**2 if seen else math.nan), True

@@ -1,0 +1,159 @@
+"""The few-shot track end to end: `automl run` on 8 labelled examples per class picks it
+by itself, says why, cross-validates every trial (mean ± std on the leaderboard), refits
+the winner on all data and exports a SetFit folder that `automl predict` loads.
+
+One real run (a local Ray) with the tiny random BERT, shared by the tests here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from automl import cli
+from automl.modelio import read_meta
+from automl.routing import FEWSHOT_CROSSOVER
+from automl.store import Store
+
+BUDGET_S = 45
+TRIALS = 4
+PER_CLASS = 8
+_WORDS = {
+    "sports": ["football", "goal", "team", "match", "coach"],
+    "food": ["pizza", "recipe", "bread", "cheese", "dinner"],
+    "tech": ["computer", "software", "laptop", "code", "chip"],
+}
+_FILLER = ["the", "a", "today", "really", "we", "talked", "about", "new", "my"]
+
+
+def automl_command() -> list[str]:
+    script = Path(sys.executable).with_name("automl")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "automl.cli"]
+
+
+def fewshot_frame(per_class: int = PER_CLASS, seed: int = 0) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for name, words in _WORDS.items():
+        for _ in range(per_class):
+            text = rng.sample(_FILLER, 3) + rng.sample(words, 2)
+            rng.shuffle(text)
+            rows.append((" ".join(text), name))
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+@dataclass
+class Run:
+    proc: subprocess.CompletedProcess
+    wall_s: float
+    root: Path
+    data: Path
+    db: Path
+
+    @property
+    def study(self) -> dict:
+        with Store(self.db) as store:
+            (study,) = store.list_studies()
+        return study
+
+
+@pytest.fixture(scope="module")
+def fewshot_run(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Run:
+    root = tmp_path_factory.mktemp("fewshot_run")
+    data = root / "eight_shot.csv"
+    fewshot_frame().to_csv(data, index=False)
+    env = {**os.environ, "AUTOML_CACHE": str(root / "cache"), "COLUMNS": "250"}
+    args = [
+        *automl_command(),
+        "run",
+        str(data),
+        "--label",
+        "label",
+        "--backbone",
+        str(tiny_backbone),
+        "--budget",
+        f"{BUDGET_S}s",
+        "--trials",
+        str(TRIALS),
+        "--db",
+        str(root / "store.db"),
+        "--out",
+        str(root / "runs"),
+    ]
+    t0 = time.time()
+    proc = subprocess.run(
+        args, capture_output=True, text=True, env=env, cwd=root, timeout=BUDGET_S + 90
+    )
+    return Run(proc, time.time() - t0, root, data, root / "store.db")
+
+
+def _ok(run: Run) -> None:
+    assert run.proc.returncode == 0, f"stdout:\n{run.proc.stdout}\nstderr:\n{run.proc.stderr}"
+
+
+def test_eight_shots_pick_the_fewshot_track_unprompted_and_say_why(fewshot_run: Run) -> None:
+    _ok(fewshot_run)
+    reason = (
+        f"fewshot: {PER_CLASS} examples per class (median), below the crossover of "
+        f"{FEWSHOT_CROSSOVER}"
+    )
+    assert reason in fewshot_run.proc.stderr  # the progress lines
+    assert reason in fewshot_run.proc.stdout  # the leaderboard's title
+    study = fewshot_run.study
+    assert study["track"] == "fewshot" and study["status"] == "succeeded"
+    assert study["options"]["route"].startswith(reason)
+    assert fewshot_run.wall_s <= BUDGET_S + 20
+
+
+def test_leaderboard_shows_cv_mean_and_std_per_trial(fewshot_run: Run) -> None:
+    _ok(fewshot_run)
+    assert "±" in fewshot_run.proc.stdout and "folds" in fewshot_run.proc.stdout
+    out = CliRunner().invoke(
+        cli.main, ["leaderboard", "--db", str(fewshot_run.db), "--format", "json"]
+    )
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)
+    trials = [r for r in rows if r["track"] == "fewshot"]
+    assert trials, rows
+    scored = [r for r in trials if r["metrics"]]
+    assert scored and all("macro_f1_std" in r["metrics"] for r in scored)
+    assert all(r["params"]["method"] in ("logreg", "svm", "setfit") for r in trials)
+    # every fold is one report: folds never exceed 4 splits x 2 repeats
+    assert all(1 <= (r["epochs_done"] or 0) <= 8 for r in scored)
+    (reference,) = [r for r in rows if r["track"] == "reference"]
+    assert "macro_f1_std" in reference["metrics"]  # cross-validated on the same folds
+
+
+def test_winner_is_refitted_and_exported_as_a_setfit_folder(fewshot_run: Run) -> None:
+    _ok(fewshot_run)
+    best = Path(fewshot_run.study["best_model_dir"])
+    meta = read_meta(best)
+    assert meta.format == "setfit" and meta.label_names == sorted(_WORDS)
+    assert (best / "head.safetensors").is_file() and (best / "config_setfit.json").is_file()
+    card = (best / "README.md").read_text()
+    assert "cross-validation" in card and "No held-out test split" in card
+    assert "SetFitModel.from_pretrained" in card
+
+
+def test_predict_loads_the_fewshot_folder(fewshot_run: Run, tmp_path: Path) -> None:
+    _ok(fewshot_run)
+    best = fewshot_run.study["best_model_dir"]
+    out = tmp_path / "pred.csv"
+    result = CliRunner().invoke(
+        cli.main, ["predict", best, str(fewshot_run.data), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(out)
+    assert len(pred) == PER_CLASS * len(_WORDS)
+    assert set(pred["prediction"]) <= set(_WORDS)
+    assert {f"proba_{c}" for c in _WORDS} <= set(pred.columns)
