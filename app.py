@@ -35,6 +35,7 @@ def _leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
                 "best": "★" if r.get("is_best") else "",
                 "status": r.get("status"),
                 "track": r.get("track"),
+                "method": p.get("method"),  # few-shot: logreg, svm or setfit
                 "backbone": p.get("backbone", p.get("model")),
                 "freeze": p.get("freeze_layers"),
                 "lr": p.get("learning_rate"),
@@ -77,6 +78,9 @@ def main() -> None:
     cols[3].metric(
         "wall s / budget s", f"{study.get('wall_s') or 0:.0f} / {study['budget_s']:.0f}"
     )
+    route = (study.get("options") or {}).get("route")
+    if route:
+        st.caption(f"track {route}")
     st.subheader("Leaderboard")
     frame = _leaderboard_frame(rows)
     statuses = sorted(frame["status"].dropna().unique().tolist()) if len(frame) else []

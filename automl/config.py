@@ -135,6 +135,9 @@ class TrialContext:
     # A file holding a time.time() value that the driver may move earlier while the trial
     # runs (e.g. when a model that is slower to export becomes the best so far).
     deadline_file: str | None = None
+    # A file holding how many CPU threads the trial may use now: the search raises it when
+    # no new trial will start and cores fall idle (a lone last trial gets them all).
+    threads_file: str | None = None
 
     def current_deadline(self) -> float:
         """The deadline now: `deadline`, or the deadline file's value when earlier."""
@@ -145,6 +148,16 @@ class TrialContext:
                 return min(self.deadline, float(fh.read()))
         except (OSError, ValueError):  # not written yet, or being replaced
             return self.deadline
+
+    def current_threads(self) -> int | None:
+        """The CPU threads the search allows this trial now; None: unchanged."""
+        if self.threads_file is None:
+            return None
+        try:
+            with open(self.threads_file, encoding="ascii") as fh:
+                return max(1, int(fh.read()))
+        except (OSError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)

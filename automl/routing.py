@@ -55,7 +55,7 @@ class RouteDecision:
     reason: str  # one sentence, e.g. "fewshot: 8 examples per class (median), ..."
     examples_per_class: int  # median over classes, rounded down
     min_per_class: int
-    close: bool  # near the crossover: running both tracks is reasonable
+    close: bool  # near the crossover: the other track may do as well (not run by itself)
 
 
 def route(
@@ -100,7 +100,7 @@ def route(
             f"{FEWSHOT_CROSSOVER}"
         )
         if close:
-            reason += ", close enough that both tracks are worth trying"
+            reason += " (close to it: --track can force the other one)"
     decision = RouteDecision(track, reason, per_class, least, close)
     logger.info("route: %s", reason)
     return decision

@@ -26,6 +26,7 @@ from automl.trainers.base import Trainer
 logger = logging.getLogger(__name__)
 
 DONE_FILE = "done.json"
+THREADS_FILE = "threads"  # in the work dir: CPU threads each running trial may use now
 # Reported alongside the trainer's metrics; everything else in a result is Ray's.
 _AUX_KEYS = ("epoch", "train_loss", "trial_seconds", "improved", "metric_names")
 # Ray's unix socket paths must stay under ~107 characters.
@@ -106,6 +107,7 @@ def run_search(
     data = replace(data, test=Split(texts=(), labels=()))  # the search never sees test
     _quiet_ray()
     import optuna
+    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -120,6 +122,7 @@ def run_search(
         trials_dir = Path(settings.work_dir) / "trials"
         trials_dir.mkdir(parents=True, exist_ok=True)
         collector = _Collector(observer, settings, trials_dir)
+        collector.cpus = int(ray.cluster_resources().get("CPU", 1))
         searcher = _DeadlineLimiter(
             OptunaSearch(
                 space=_optuna_space(space),
@@ -381,6 +384,7 @@ def _run_trial(
     params["backbone_path"] = backbone_paths.get(name, name)
     if trial_deadline is not None:
         deadline = min(deadline, trial_deadline(params))
+    threads_file = str(Path(trials_dir).parent / THREADS_FILE)
     ctx = TrialContext(
         output_dir=str(out / "best"),
         deadline=deadline,
@@ -388,6 +392,7 @@ def _run_trial(
         metric=metric,
         mode="min" if mode == "min" else "max",
         deadline_file=deadline_file,
+        threads_file=threads_file,
     )
 
     def report(ep: EpochResult) -> None:
@@ -429,6 +434,8 @@ class _Collector:
         self.epochs: dict[str, list[EpochResult]] = {}
         self.started: dict[str, float] = {}
         self.done: dict[str, TrialRecord] = {}
+        self.cpus = 1  # set by run_search from the cluster's CPUs
+        self.threads = 0  # last value written to the threads file
         self._tune_callback = self._as_tune_callback()
 
     # Ray checks isinstance(cb, Callback): build a real subclass that forwards here.
@@ -542,12 +549,34 @@ class _Collector:
             checkpoint_dir=str(ckpt) if ckpt.is_dir() and epochs else None,
         )
         self.done[tid] = record
+        self._share_idle_cores()
         self.observer.trial_ended(record)
 
     def _planned(self, tid: str) -> int:
         if self.settings.max_reports:
             return int(self.settings.max_reports)
         return int(self.params[tid].get("epochs", 0) or 0)
+
+    def _share_idle_cores(self) -> None:
+        """Once no new trial will start (past the start cut-off, or all trials started),
+        the cores of finished trials go to those still running: each may use
+        cpus // running threads (a trial reads the threads file between batches)."""
+        running = len(self.numbers) - len(self.done)
+        max_trials = self.settings.max_trials
+        no_more = time.time() >= self.start_cutoff() or (
+            max_trials is not None and len(self.numbers) >= max_trials
+        )
+        if running < 1 or not no_more or self.settings.cpus_per_trial < 1:
+            return
+        threads = max(1, self.cpus // running) * self.settings.cpus_per_trial
+        threads = min(threads, self.cpus)
+        if threads != self.threads:
+            path = self.trials_dir.parent / THREADS_FILE
+            tmp = path.with_name(THREADS_FILE + ".tmp")
+            tmp.write_text(str(threads), encoding="ascii")
+            os.replace(tmp, path)
+            self.threads = threads
+            logger.debug("%d trial(s) still running: %d threads each", running, threads)
 
     def records(self) -> list[TrialRecord]:
         return sorted(self.done.values(), key=lambda r: r.number)

@@ -341,3 +341,30 @@ def test_the_deadline_file_follows_the_best_models_export_time(tmp_path: Path) -
     assert float(path.read_text()) == costly
     best.reported(1, epoch(0.7))  # the cheap model wins again: later again
     assert float(path.read_text()) == pytest.approx(cheap)
+
+
+def test_idle_cores_go_to_the_trials_still_running_once_no_new_trial_starts(
+    tmp_path: Path,
+) -> None:
+    from automl.config import TrialContext
+    from automl.search import THREADS_FILE, NullObserver, _Collector
+
+    settings = SearchSettings(deadline=time.time() + 100, work_dir=str(tmp_path), max_trials=3)
+    trials_dir = tmp_path / "trials"
+    trials_dir.mkdir()
+    collector = _Collector(NullObserver(), settings, trials_dir)
+    collector.cpus = 2
+    path = tmp_path / THREADS_FILE
+    collector.numbers = {"a": 1, "b": 2}
+    collector.done = {"a": None}  # type: ignore[dict-item]
+    collector._share_idle_cores()
+    assert not path.exists()  # a third trial may still start: nothing changes
+    collector.numbers["c"] = 3  # all max_trials started; b and c run
+    collector._share_idle_cores()
+    assert path.read_text() == "1"
+    collector.done["b"] = None  # type: ignore[assignment]
+    collector._share_idle_cores()  # c runs alone: both cores
+    assert path.read_text() == "2"
+    ctx = TrialContext(output_dir=str(tmp_path), deadline=0.0, threads_file=str(path))
+    assert ctx.current_threads() == 2
+    assert TrialContext(output_dir="x", deadline=0.0).current_threads() is None

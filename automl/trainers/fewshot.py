@@ -171,6 +171,7 @@ class FewShotTrainer:
                 # folds so far tell how long one takes (the first always runs).
                 per_fold = results[-1].seconds / len(results) if results else 0.0
                 deadline = ctx.current_deadline()
+                _use_threads(ctx)
                 if results and time.time() + per_fold >= deadline:
                     logger.debug("deadline reached after %d of %d folds", len(results), len(folds))
                     break
@@ -255,6 +256,16 @@ class FewShotTrainer:
             format="setfit",
         )
         return Path(save_fewshot_dir(model, meta, output_dir))
+
+
+def _use_threads(ctx: TrialContext) -> None:
+    """Follow the search's thread allowance (more cores once this trial runs alone)."""
+    threads = ctx.current_threads()
+    if threads is not None:
+        import torch
+
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
 
 
 def _backbone_path(params: dict[str, Any]) -> str:

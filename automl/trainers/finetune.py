@@ -348,6 +348,7 @@ class _Run:
                     finish,
                 )
                 return (loss_sum / seen * self.y_std**2 if seen else math.nan), True
+            _use_threads(self.ctx)
             loss = self._step(ids, batch)
             loss_sum += loss * len(batch)
             seen += len(batch)
@@ -392,6 +393,14 @@ class _Run:
                 _save_atomic(self.model, self.tokenizer, self.meta, Path(self.ctx.output_dir))
                 self.costs.save_s = time.time() - t_save
         return metrics, improved
+
+
+def _use_threads(ctx: TrialContext) -> None:
+    """Follow the search's thread allowance (more cores once this trial runs alone)."""
+    threads = ctx.current_threads()
+    if threads is not None and threads != torch.get_num_threads():
+        logger.debug("using %d CPU threads", threads)
+        torch.set_num_threads(threads)
 
 
 def _load(data: PreparedData, params: dict[str, Any], hp: _Hparams) -> tuple[Any, Any]:
