@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 DEMO_BUDGET ?= 2m
 PYTEST_ARGS ?=
 
-.PHONY: install assets demo test test-all lint bench-budget bench-quality clean
+.PHONY: install assets demo test test-all lint bench-budget bench-quality bench-fewshot clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +43,15 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench-budget: assets
-	$(PY) benchmarks/budget.py
+	$(PY) benchmarks/budget.py --budgets 1m:3,3m,10m
 
 bench-quality: assets
 	$(PY) benchmarks/quality.py
+
+# About 2 h on 2 cores, resumable (finished cells are kept: run it again to go on).
+# E.g. make bench-fewshot FEWSHOT_ARGS="--max-cells 20", or FEWSHOT_ARGS=--report.
+bench-fewshot: assets
+	$(PY) benchmarks/fewshot.py $(FEWSHOT_ARGS)
 
 clean:
 	rm -rf runs automl.db automl.db-wal automl.db-shm .pytest_cache

@@ -87,10 +87,14 @@ def estimate_export_seconds(texts: Sequence[str], max_length: int = 128, layers:
     """A conservative estimate of export time (load, predict the test split, copy, card),
     used to reserve time before the deadline. Tokens are estimated as characters / 4 + 2
     (within 1 % of MiniLM's tokenizer on Fortunes-8), capped at max_length. Inference on 2
-    CPU threads ran about 30,000 layer-tokens per second with dynamic padding (Fortunes-8's
-    472 test texts, MiniLM-L3 at 64 tokens: 1.6 s), plus about 0.5 s to load (its code
-    is imported while the trials run: modelio.warm_up) and write."""
+    CPU threads ran 28,000-30,000 layer-tokens per second with dynamic padding (Fortunes-8's
+    472 test texts, MiniLM-L3 at 64 tokens: 1.6 s; SpamAssassin's 884, MiniLM-L6 at 128
+    tokens: 21 s), plus about 0.5 s to load (its code is imported while the trials run:
+    modelio.warm_up) and write. 27,000 keeps a margin."""
     return _export_seconds(_tokens(texts, max_length), layers)
+
+
+_LAYER_TOKENS_PER_S = 27_000.0  # inference on 2 CPU threads, see estimate_export_seconds
 
 
 def _tokens(texts: Sequence[str], max_length: int) -> float:
@@ -98,7 +102,7 @@ def _tokens(texts: Sequence[str], max_length: int) -> float:
 
 
 def _export_seconds(tokens: float, layers: int) -> float:
-    return 0.5 + tokens * layers / 30_000.0
+    return 0.5 + tokens * layers / _LAYER_TOKENS_PER_S
 
 
 @dataclass(frozen=True)
@@ -139,12 +143,12 @@ class TrialDeadline:
     def latest(self) -> float:
         """The deadline of the cheapest model to export: no trial runs past it."""
         cheapest = min(self.tokens.values(), default=0.0) * min(self.layers.values())
-        return self.end - max(0.5 + cheapest / 30_000.0, self.floor) - self.after
+        return self.end - max(_export_seconds(cheapest, 1), self.floor) - self.after
 
     def earliest(self) -> float:
         """The deadline of the costliest model to export."""
         costliest = max(self.tokens.values(), default=0.0) * max(self.layers.values())
-        return self.end - max(0.5 + costliest / 30_000.0, self.floor) - self.after
+        return self.end - max(_export_seconds(costliest, 1), self.floor) - self.after
 
 
 def write_model_card(model_dir: str | Path, info: CardInfo) -> Path:

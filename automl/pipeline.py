@@ -57,6 +57,7 @@ T = TypeVar("T")
 RAY_STARTUP_S = 5.0
 RAY_SHUTDOWN_S = 1.5
 EXIT_S = 0.5
+SAFETY_SHARE = 0.005
 MIN_SEARCH_S = 10.0  # less than this cannot train one useful epoch
 # Few-shot cross-validation: folds x repeats; every fold is one report (ASHA's rungs).
 CV_SPLITS = 4
@@ -465,7 +466,9 @@ def _plan_and_reference(
     names = [str(v) for v in bb_spec.values] if bb_spec else []
     depth = {n: backbones.BACKBONES[n].num_layers for n in names if n in backbones.BACKBONES}
     lengths = [int(v) for v in len_spec.values] if len_spec and len_spec.values else [128]
-    after = EXIT_S
+    # Estimates err by a few percent (a trial's last evaluation, the export on a busy
+    # machine): keep 0.5 % of the budget back (3 s of 10 minutes, 0.3 s of one).
+    after = EXIT_S + SAFETY_SHARE * options.budget.seconds
     if fewshot:  # the winner is refitted on all data after the search
         after += REFIT_SHARE * max(0.0, end - time.time() - RAY_STARTUP_S)
     # Each trial stops in time for its own model's export; none runs past `latest`.

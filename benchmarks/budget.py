@@ -11,8 +11,9 @@ the study back from the store:
 - pruned/complete epochs: ASHA should stop some trials after fewer epochs.
 
 Usage: python benchmarks/budget.py [--budgets 1m,3m,10m] [--data fortunes8] [--repeats N]
-(--repeats runs each budget N times: at 1 minute a few seconds of noise move the share in
-trials by several points, so the summary gives the mean and the worst run.)
+(--repeats runs each budget N times, `--budgets 1m:3,3m,10m` one of them: at 1 minute a
+few seconds of noise move the share in trials by several points, so the summary gives the
+mean and the worst run.)
 Writes benchmarks/results/budget.{json,csv,md}.
 """
 
@@ -134,8 +135,9 @@ def main() -> None:
     db = RUNS / "budget.db"
     data = dataset_path(args.data)
     rows = []
-    for budget in args.budgets.split(","):
-        for run in range(1, args.repeats + 1):
+    for spec in args.budgets.split(","):
+        budget, _, times = spec.partition(":")  # "1m:3" runs the 1-minute budget 3 times
+        for run in range(1, (int(times) if times else args.repeats) + 1):
             print(f"running {args.data} with --budget {budget} (run {run}) ...", flush=True)
             rows.append(
                 {
