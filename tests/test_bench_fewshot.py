@@ -147,8 +147,24 @@ def test_estimate_counts_one_automl_run_per_forced_pair() -> None:
     cells = fs.plan_cells(["mr"], [8, 128], [0], ["automl-auto", *fs.FORCED, "tfidf-lr"], 60)
     total, text = fs.estimate(cells, {}, 60)
     # 2 auto runs + 1 other-track run per cell (the chosen one reuses auto), 2 tfidf
-    assert total == pytest.approx(4 * 85 + 2 * 5)
-    assert "4 automl x 85s" in text
+    assert total == pytest.approx(4 * (60 + 10) + 2 * 2)  # mr: short texts
+    assert "4 automl runs 280s" in text
+    # measured walls replace the guesses; a known auto choice is exact
+    done = {
+        fs.Cell("mr", 8, 0, "automl-auto", 60).key: {
+            "dataset": "mr",
+            "budget_s": 60,
+            "system": "automl-auto",
+            "wall_s": 70.0,
+            "chosen_track": "fewshot",
+        }
+    }
+    total, text = fs.estimate(cells, done, 60)
+    # finetune-forced at 8 (auto chose few-shot); auto and fewshot-forced at 128
+    assert total == pytest.approx(3 * 70 + 2 * 2)
+    assert "3 automl runs 210s" in text
+    spam = fs.plan_cells(["spamassassin"], [8], [0], ["embed-lr"], 60)
+    assert fs.estimate(spam, {}, 60)[0] == 50.0  # measured on SpamAssassin
 
 
 def _result(d: str, k: int, seed: int, system: str, f1: float, **extra: Any) -> dict[str, Any]:
