@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from automl.config import PreparedData
+from automl.cv import summarize
 from automl.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -109,11 +110,7 @@ def fit_reference_cv(
         )
         y = np.asarray([labels[i] for i in val_idx])
         scores.append(compute_metrics(data.task, y, outputs(tuple(texts[i] for i in val_idx))))
-    val: dict[str, float] = {}
-    for key in scores[0] if scores else {}:
-        values = np.asarray([s[key] for s in scores], dtype=float)
-        val[key] = float(values.mean())
-        val[f"{key}_std"] = float(values.std())
+    val = summarize(scores) if scores else {}  # mean and population std, as the trials
     params, outputs = _fit(texts, labels, data.task, data.num_labels, seed)
     params["cv_folds"] = len(folds)
     test = (
