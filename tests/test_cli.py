@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,22 +12,12 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
+from helpers import FILLER, TOPIC_WORDS, automl_command
 
 from automl import cli
 from automl.store import Store
 
-_WORDS = {
-    "sports": ["football", "goal", "team", "match", "coach"],
-    "food": ["pizza", "recipe", "bread", "cheese", "dinner"],
-    "tech": ["computer", "software", "laptop", "code", "chip"],
-}
-_FILLER = ["the", "a", "today", "really", "we", "talked", "about", "new", "my"]
-
-
-def automl_command() -> list[str]:
-    """The installed console script next to this interpreter, else `python -m automl.cli`."""
-    script = Path(sys.executable).with_name("automl")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "automl.cli"]
+_WORDS, _FILLER = TOPIC_WORDS, FILLER
 
 
 def write_topic_csv(path: Path, per_class: int = 30, seed: int = 0) -> Path:

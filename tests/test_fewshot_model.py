@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from helpers import FILLER, TOPIC_WORDS
 
 from automl import cli
 from automl.errors import ModelError
@@ -24,12 +25,7 @@ from automl.predict import Predictor, predict_file
 setfit = pytest.importorskip("setfit")
 sentence_transformers = pytest.importorskip("sentence_transformers")
 
-_WORDS = {
-    "sports": ["football", "goal", "team", "match", "coach"],
-    "food": ["pizza", "recipe", "bread", "cheese", "dinner"],
-    "tech": ["computer", "software", "laptop", "code", "chip"],
-}
-_FILLER = ["the", "a", "today", "really", "we", "talked", "about", "new", "my"]
+_WORDS, _FILLER = TOPIC_WORDS, FILLER
 
 
 def _texts(num_classes: int, per_class: int = 12, seed: int = 0) -> tuple[list[str], list[int]]:

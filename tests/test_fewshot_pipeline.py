@@ -11,7 +11,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from helpers import FILLER, TOPIC_WORDS, automl_command
 
 from automl import cli
 from automl.modelio import read_meta
@@ -28,17 +28,7 @@ from automl.store import Store
 BUDGET_S = 45
 TRIALS = 4
 PER_CLASS = 8
-_WORDS = {
-    "sports": ["football", "goal", "team", "match", "coach"],
-    "food": ["pizza", "recipe", "bread", "cheese", "dinner"],
-    "tech": ["computer", "software", "laptop", "code", "chip"],
-}
-_FILLER = ["the", "a", "today", "really", "we", "talked", "about", "new", "my"]
-
-
-def automl_command() -> list[str]:
-    script = Path(sys.executable).with_name("automl")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "automl.cli"]
+_WORDS, _FILLER = TOPIC_WORDS, FILLER
 
 
 def fewshot_frame(per_class: int = PER_CLASS, seed: int = 0) -> pd.DataFrame:

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from helpers import FILLER, TOPIC_WORDS, automl_command
 from sklearn.metrics import accuracy_score, f1_score
 
 from automl import cli
@@ -34,12 +34,7 @@ BUDGET_S = 40
 TRIALS = 3
 SEED = 0
 CLASSES = ("food", "sports", "tech")  # sorted: class ids follow this order
-_WORDS = {
-    "sports": ["football", "goal", "team", "match", "coach"],
-    "food": ["pizza", "recipe", "bread", "cheese", "dinner"],
-    "tech": ["computer", "software", "laptop", "code", "chip"],
-}
-_FILLER = ["the", "a", "today", "really", "we", "talked", "about", "new", "my"]
+_WORDS, _FILLER = TOPIC_WORDS, FILLER
 # Small and fast: a random 2-layer BERT needs a large learning rate to learn anything.
 SPACE_YAML = """\
 track: finetune
@@ -76,11 +71,6 @@ def regression_frame(n: int = 120, seed: int = 1) -> pd.DataFrame:
         rng.shuffle(words)
         rows.append((" ".join(words), round(10.0 + 3.0 * k + rng.gauss(0, 0.5), 3)))
     return pd.DataFrame(rows, columns=["text", "y"])
-
-
-def automl_command() -> list[str]:
-    script = Path(sys.executable).with_name("automl")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "automl.cli"]
 
 
 @dataclass(frozen=True)
