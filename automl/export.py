@@ -83,18 +83,7 @@ def evaluate(model_dir: str | Path, texts: tuple[str, ...], labels: tuple[Any, .
     return compute_metrics(meta.task, np.asarray(labels), logits)
 
 
-def estimate_export_seconds(texts: Sequence[str], max_length: int = 128, layers: int = 6) -> float:
-    """A conservative estimate of export time (load, predict the test split, copy, card),
-    used to reserve time before the deadline. Tokens are estimated as characters / 4 + 2
-    (within 1 % of MiniLM's tokenizer on Fortunes-8), capped at max_length. Inference on 2
-    CPU threads ran 28,000-30,000 layer-tokens per second with dynamic padding (Fortunes-8's
-    472 test texts, MiniLM-L3 at 64 tokens: 1.6 s; SpamAssassin's 884, MiniLM-L6 at 128
-    tokens: 21 s), plus about 0.5 s to load (its code is imported while the trials run:
-    modelio.warm_up) and write. 27,000 keeps a margin."""
-    return _export_seconds(_tokens(texts, max_length), layers)
-
-
-_LAYER_TOKENS_PER_S = 27_000.0  # inference on 2 CPU threads, see estimate_export_seconds
+_LAYER_TOKENS_PER_S = 27_000.0  # inference on 2 CPU threads, see _export_seconds
 
 
 def _tokens(texts: Sequence[str], max_length: int) -> float:
@@ -102,6 +91,14 @@ def _tokens(texts: Sequence[str], max_length: int) -> float:
 
 
 def _export_seconds(tokens: float, layers: int) -> float:
+    """A conservative estimate of export time for `tokens` test-split tokens through
+    `layers` layers (load, predict the test split, copy, card),
+    used to reserve time before the deadline. Tokens are estimated as characters / 4 + 2
+    (within 1 % of MiniLM's tokenizer on Fortunes-8), capped at max_length. Inference on 2
+    CPU threads ran 28,000-30,000 layer-tokens per second with dynamic padding (Fortunes-8's
+    472 test texts, MiniLM-L3 at 64 tokens: 1.6 s; SpamAssassin's 884, MiniLM-L6 at 128
+    tokens: 21 s), plus about 0.5 s to load (its code is imported while the trials run:
+    modelio.warm_up) and write. 27,000 keeps a margin."""
     return 0.5 + tokens * layers / _LAYER_TOKENS_PER_S
 
 
