@@ -293,6 +293,24 @@ def test_deadline_stops_between_folds(
     assert FewShotTrainer().fit(tiny_data, _params(tiny_backbone), late, report) == []
 
 
+def test_embedding_time_is_not_taken_for_a_folds_time(
+    tiny_backbone: Path, tiny_data: PreparedData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow embeddings (long e-mails, one core) come once before the first fold; the
+    head-only folds after them take milliseconds and must all run. Counting the embedding
+    time as the first fold's stopped a 60 s study after one fold of each trial."""
+    real_embed = fs.embed
+
+    def slow_embed(*args: Any, **kwargs: Any) -> np.ndarray:
+        time.sleep(1.5)
+        return real_embed(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "embed", slow_embed)
+    ctx = _ctx(tmp_path, seconds=2.5)
+    results = FewShotTrainer().fit(tiny_data, _params(tiny_backbone), ctx, lambda r: None)
+    assert len(results) == len(cv_folds(fs._pooled(tiny_data)[1].tolist(), 4, 1, 0))
+
+
 def test_deadline_callback_stops_setfit_training() -> None:
     class Control:
         should_training_stop = False

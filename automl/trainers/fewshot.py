@@ -165,16 +165,19 @@ class FewShotTrainer:
 
         results: list[EpochResult] = []
         scores: list[dict[str, float]] = []
+        fold_seconds: list[float] = []
         with tempfile.TemporaryDirectory(prefix="automl-setfit-") as scratch:
             for number, (train_idx, val_idx) in enumerate(folds, start=1):
                 # A fold that would not finish before the deadline is not started: the
-                # folds so far tell how long one takes (the first always runs).
-                per_fold = results[-1].seconds / len(results) if results else 0.0
+                # folds so far tell how long one takes (the first always runs). Their own
+                # time only: the embeddings computed before the first fold are not repeated.
+                per_fold = max(fold_seconds) if fold_seconds else 0.0
                 deadline = ctx.current_deadline()
                 _use_threads(ctx)
                 if results and time.time() + per_fold >= deadline:
                     logger.debug("deadline reached after %d of %d folds", len(results), len(folds))
                     break
+                fold_start = time.time()
                 if features is not None:
                     head = _fit_head(hp, features[train_idx], y[train_idx], ctx.seed)
                     logits = _head_logits(head, features[val_idx], data.num_labels)
@@ -192,6 +195,7 @@ class FewShotTrainer:
                     )
                     logits = _setfit_logits(model, [texts[i] for i in val_idx], data.num_labels)
                 scores.append(compute_metrics(data.task, y[val_idx], logits))
+                fold_seconds.append(time.time() - fold_start)
                 result = EpochResult(
                     number, summarize(scores), train_loss, time.time() - start, True
                 )
