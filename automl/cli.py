@@ -328,16 +328,210 @@ def studies(db: str, limit: int) -> None:
 
 
 @main.command()
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--label", help="Label column (default: auto-detected).")
+@click.option("--text", multiple=True, help="Text column(s) (default: auto-detected).")
+@click.option("--task", type=click.Choice(["classification", "regression"]), default=None)
+@click.option("--budget", default="5m", show_default=True, help="Wall-clock budget, e.g. 10m.")
+@click.option("--trials", type=int, default=None, help="Stop after N trials (default: budget).")
+@click.option("--space", type=click.Path(dir_okay=False), help="Search space YAML file.")
+@click.option("--backbone", multiple=True, help="Restrict backbones (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--track", type=click.Choice(["auto", "fewshot", "finetune"]), default="auto")
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@_friendly
+def submit(
+    data: str,
+    label: str | None,
+    text: tuple[str, ...],
+    task: str | None,
+    budget: str,
+    trials: int | None,
+    space: str | None,
+    backbone: tuple[str, ...],
+    seed: int,
+    track: str,
+    db: str,
+) -> None:
+    """Validate DATA (the same checks as `automl run`), queue it as a job for the workers
+    and print the job id. `automl worker` runs it; `automl jobs` shows it."""
+    from automl.config import Budget
+    from automl.jobs import JobOptions
+    from automl.jobs import submit as submit_job
+
+    if trials is not None and trials < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--trials")
+    job_id, checked = submit_job(
+        data,
+        JobOptions(
+            label=label,
+            text=text or None,
+            task=task,
+            track=track,
+            max_trials=trials,
+            seed=seed,
+            space=str(os.path.abspath(space)) if space else None,
+            backbones=backbone or None,
+        ),
+        Budget.parse(budget),
+        db,
+    )
+    for line in checked.report.lines():
+        click.echo(f"  {line}", err=True)
+    click.echo(
+        f"queued {job_id} ({budget}); run `automl worker --db {db}` to process it", err=True
+    )
+    click.echo(job_id)
+
+
+@main.command()
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@click.option("--out", default="runs", show_default=True, help="Folder for run outputs.")
+@click.option("--once", is_flag=True, help="Run at most one job, then exit.")
+@click.option("--max-jobs", type=int, default=None, help="Exit after N jobs.")
+@click.option("--lease", type=float, default=15.0, show_default=True, help="Lease seconds.")
+@click.option("--poll", type=float, default=1.0, show_default=True, help="Idle poll seconds.")
+@click.option("--cpus", type=int, default=None, help="CPUs for local Ray (default: all).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@_friendly
+def worker(
+    db: str,
+    out: str,
+    once: bool,
+    max_jobs: int | None,
+    lease: float,
+    poll: float,
+    cpus: int | None,
+    quiet: bool,
+) -> None:
+    """Claim queued jobs from the store and run them, one at a time. Several workers may
+    share a store; a job whose worker died is resumed by the next one."""
+    from automl.worker import Worker, WorkerSettings
+
+    # the root logger is at WARNING without -v: a worker tells what it does at INFO
+    logger.setLevel(logging.WARNING if quiet else min(logger.getEffectiveLevel(), logging.INFO))
+    w = Worker(
+        WorkerSettings(
+            db=db,
+            out=out,
+            lease_s=lease,
+            heartbeat_s=min(2.0, lease / 4),
+            poll_s=poll,
+            num_cpus=cpus,
+        )
+    )
+    try:
+        n = w.run(once=once, max_jobs=max_jobs)
+    except KeyboardInterrupt:
+        click.echo(f"worker {w.name} interrupted", err=True)
+        sys.exit(130)
+    click.echo(f"worker {w.name}: {n} job(s) run", err=True)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@_friendly
+def jobs(fmt: str, limit: int, db: str) -> None:
+    """List the service's jobs, newest first, with their progress."""
+    from automl.jobs import progress
+    from automl.store import Store
+
+    out = []
+    with Store(db) as store:
+        for job in store.list_jobs(limit=limit):
+            p = progress(job, store)
+            out.append(
+                {
+                    **{
+                        k: job.get(k)
+                        for k in (
+                            "id",
+                            "status",
+                            "source_name",
+                            "budget_s",
+                            "spent_s",
+                            "attempts",
+                            "worker",
+                            "study_id",
+                            "error",
+                            "created_at",
+                            "finished_at",
+                        )
+                    },
+                    "cancel_requested": bool(job.get("cancel_requested")),
+                    "trials_done": p.trials_done,
+                    "best": p.best,
+                    "metric": p.metric,
+                    "used_s": round(p.used_s, 1),
+                }
+            )
+    if fmt == "json":
+        click.echo(json.dumps(out, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"jobs in {db}")
+    for col in ("job", "status", "file", "used / budget s", "trials", "best", "study", "error"):
+        table.add_column(col)
+    for j in out:
+        best = f"{j['metric']} {j['best']:.4f}" if j["best"] is not None else "–"
+        table.add_row(
+            j["id"],
+            j["status"]
+            + (" (cancelling)" if j["cancel_requested"] and j["status"] == "running" else ""),
+            j["source_name"] or "",
+            f"{j['used_s']:.0f} / {j['budget_s']:.0f}",
+            str(j["trials_done"]),
+            best,
+            j["study_id"] or "",
+            (j["error"] or "")[:80],
+        )
+    _out_console().print(table)
+
+
+@main.command()
+@click.argument("job")
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@_friendly
+def cancel(job: str, db: str) -> None:
+    """Cancel JOB: a queued job at once; a running one stops its trials within seconds and
+    keeps the trials and the best model found so far."""
+    from automl.jobs import cancel as cancel_job
+
+    row = cancel_job(job, db)
+    if row["status"] == "cancelled":
+        click.echo(f"{job} cancelled")
+    else:
+        click.echo(f"{job}: cancel requested; its worker stops it within seconds")
+
+
+@main.command()
 @click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
 @click.option("--port", type=int, default=8501, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Workers to start.")
+@click.option("--out", default="runs", show_default=True, help="Folder for run outputs.")
 @_friendly
-def app(db: str, port: int, host: str) -> None:
-    """Open the Streamlit app on the store (localhost by default)."""
+def app(db: str, port: int, host: str, workers: int, out: str) -> None:
+    """Open the Streamlit app on the store (localhost by default) with N workers that run
+    the jobs submitted from it. Ctrl+C stops them all."""
+    import signal
     import subprocess
     from pathlib import Path
 
+    if workers < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--workers")
     app_path = Path(__file__).resolve().parent.parent / "app.py"
+    env = {**os.environ, "AUTOML_DB": db}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "automl.cli", "worker", "--db", db, "--out", out, "-q"],
+            env=env,
+        )
+        for _ in range(workers)
+    ]
     cmd = [
         sys.executable,
         "-m",
@@ -356,8 +550,33 @@ def app(db: str, port: int, host: str) -> None:
         "--db",
         db,
     ]
-    click.echo(f"automl app on http://{host}:{port} (store {db}); Ctrl+C to stop", err=True)
-    sys.exit(subprocess.call(cmd, env={**os.environ, "AUTOML_DB": db}))
+    click.echo(
+        f"automl app on http://{host}:{port} (store {db}, {workers} worker(s)); Ctrl+C to stop",
+        err=True,
+    )
+    ui = subprocess.Popen(cmd, env=env)
+
+    def _forward(signum: int, _frame: Any) -> None:
+        for p in [ui, *procs]:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, _forward)
+    code = 0
+    try:
+        code = ui.wait()
+    except KeyboardInterrupt:
+        _forward(signal.SIGINT, None)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in [ui, *procs]:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    sys.exit(code)
 
 
 def entry() -> None:

@@ -32,3 +32,7 @@ class StoreError(AutoMLError):
 
 class ModelError(AutoMLError):
     """An exported model folder cannot be loaded or used."""
+
+
+class TrainingDiverged(AutoMLError):
+    """A trial's training loss became NaN or infinite (the trial is stored as failed)."""

@@ -40,6 +40,7 @@ from automl.routing import RouteDecision, holdout_test, route
 from automl.search import (
     NullObserver,
     SearchSettings,
+    cancel_requested,
     run_search,
     start_ray,
     stop_ray,
@@ -85,6 +86,13 @@ class RunOptions:
     num_cpus: int | None = None
     started_at: float | None = None  # time.time() when the command started
     track: str = "auto"  # auto | fewshot | finetune
+    # The service: a file whose appearance cancels the run (the trials stop within
+    # seconds, the best model so far is exported and the study marked cancelled) ...
+    cancel_file: str | None = None
+    # ... and the study of an interrupted attempt to go on with: its finished trials are
+    # kept (not rerun), its unfinished ones stored as failed; `budget` is what is left.
+    resume_study: str | None = None
+    name: str | None = None  # the study id's prefix (default: the data file's name)
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,8 @@ class RunResult:
     wall_s: float
     data: PreparedData
     route: RouteDecision | None = None
+    cancelled: bool = False
+    resumed_trials: int = 0  # finished trials kept from an interrupted attempt
 
 
 class RunListener(NullObserver):
@@ -112,6 +122,9 @@ class RunListener(NullObserver):
 
     def search_started(self, deadline: float, budget_s: float, started_at: float) -> None:
         pass
+
+    def study_ready(self, study_id: str) -> None:
+        """The study is in the store (the service links its job to it)."""
 
 
 class _BestDeadline:
@@ -124,8 +137,11 @@ class _BestDeadline:
         self.params: dict[int, dict[str, Any]] = {}
         self.best: float | None = None
         self.written: float | None = None
+        self.frozen = False  # cancelled: the file holds the cancel time from then on
 
     def reported(self, number: int, epoch: EpochResult) -> None:
+        if self.frozen:
+            return
         value = epoch.metrics.get(self.metric)
         if value is None or value != value or number not in self.params:
             return
@@ -226,8 +242,9 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
     checked = check(options.data, options.label, list(options.text or []) or None, options.task)
     user_space = load_space(options.space) if options.space else None
     store = Store(options.db)
-    study_id = new_study_id(
-        Path(checked.source).stem if checked.source != "<dataframe>" else "dataframe"
+    study_id = options.resume_study or new_study_id(
+        options.name
+        or (Path(checked.source).stem if checked.source != "<dataframe>" else "dataframe")
     )
     work_dir = Path(options.out) / study_id
     ray_settings = SearchSettings(
@@ -244,6 +261,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
     background = ThreadPoolExecutor(2, thread_name_prefix="automl-bg")
     started = False
     created = False
+    watch: _CancelWatch | None = None
     try:
         planned = background.submit(_plan_and_reference, options, checked, user_space, t0, end)
         warm = background.submit(warm_imports)
@@ -253,28 +271,19 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
         data, decision, metric = plan.data, plan.decision, plan.metric
         listener.stage(f"data ready: {', '.join(data.report.lines())}")
         listener.stage(f"track {decision.reason}")
-        store.create_study(
-            study_id=study_id,
-            dataset=data.source,
-            task=data.task,
-            track=decision.track,
-            metric=metric,
-            mode=plan.mode,
-            budget_s=options.budget.seconds,
-            seed=options.seed,
-            data_summary=_summary(data),
-            cleaning={"lines": data.report.lines()},
-            options={
-                "space": plan.space.source,
-                "max_trials": options.max_trials,
-                "backbones": list(plan.paths),
-                "ray_address": options.ray_address,
-                "track_requested": options.track,
-                "route": decision.reason,
-                "cv": _cv_text(plan.folds, data) if plan.fewshot else "",
-            },
-        )
-        created = True
+        previous: list[TrialRecord] = []
+        first_number = 1
+        if options.resume_study:
+            previous, first_number = _reopen(store, study_id, plan)
+            created = True
+            listener.stage(
+                f"resuming study {study_id}: {len(previous)} finished trials kept, "
+                f"{options.budget} of budget left"
+            )
+        else:
+            _create_study(store, study_id, options, plan)
+            created = True
+        listener.study_ready(study_id)
         store.upsert_trial(
             study_id,
             number=0,
@@ -288,25 +297,35 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             },
             seconds=reference.seconds,
         )
+        deadline_file = work_dir / "deadline"
         settings = replace(
             ray_settings,
             deadline=plan.trial_deadline.latest(),
             metric=metric,
             mode=plan.mode,
-            max_trials=options.max_trials,
+            max_trials=_trials_left(options.max_trials, previous),
             seed=options.seed,
             backbone_paths=plan.paths,
             max_reports=len(plan.folds) if plan.fewshot else None,
             score="last_report" if plan.fewshot else "best_report",
             trial_deadline=plan.trial_deadline,
-            # fine-tuning: the best checkpoint so far is exported as is; few-shot refits
-            deadline_file=None if plan.fewshot else str((work_dir / "deadline").resolve()),
+            # trials re-read it: moved to the best model's export time (fine-tuning: its
+            # checkpoint is exported as is; few-shot refits) and to now on a cancel
+            deadline_file=str(deadline_file.resolve()),
+            cancel_file=options.cancel_file,
+            first_number=first_number,
+            previous=tuple(
+                (r.params, r.best_metrics.get(metric, float("nan")), r.status == "pruned")
+                for r in previous
+            ),
         )
         best_deadline = (
-            _BestDeadline(Path(settings.deadline_file), plan.trial_deadline, metric, plan.mode)
-            if settings.deadline_file
-            else None
+            None
+            if plan.fewshot
+            else _BestDeadline(deadline_file, plan.trial_deadline, metric, plan.mode)
         )
+        if options.cancel_file:
+            watch = _CancelWatch(options.cancel_file, deadline_file, best_deadline)
         trainer = _trainer(decision.track)
         first_trial = threading.Event()  # warm up once trials run: Tune's start holds the GIL
         export_ready = background.submit(
@@ -314,7 +333,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
         )
         try:
             listener.search_started(settings.deadline, options.budget.seconds, t0)
-            records = run_search(
+            records = previous + run_search(
                 data,
                 plan.space,
                 trainer,
@@ -325,6 +344,9 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             )
         finally:
             first_trial.set()
+            if watch is not None:
+                watch.stop()
+        cancelled = cancel_requested(options.cancel_file)
         export_ready.result()
         background.shutdown(wait=True)
         # The best model is exported in a thread while this (main) thread shuts Ray down
@@ -364,7 +386,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
         wall = time.time() - t0
         store.finish_study(
             study_id,
-            status="succeeded",
+            status="cancelled" if cancelled else "succeeded",
             best_trial_id=f"{study_id}:{best.number}",
             best_model_dir=str(best_dir),
             test_metrics=test_metrics,
@@ -385,15 +407,19 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             wall_s=wall,
             data=data,
             route=decision,
+            cancelled=cancelled,
+            resumed_trials=len(previous),
         )
     except BaseException as exc:
+        if watch is not None:
+            watch.stop()
         if started:
             stop_ray(ray_settings)
         background.shutdown(wait=True, cancel_futures=True)
         if created:
             store.finish_study(
                 study_id,
-                status="failed",
+                status="cancelled" if cancel_requested(options.cancel_file) else "failed",
                 error=str(exc) or type(exc).__name__,
                 wall_s=time.time() - t0,
             )
@@ -402,6 +428,116 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
         raise
     finally:
         store.close()
+
+
+def _create_study(store: Store, study_id: str, options: RunOptions, plan: _Plan) -> None:
+    data, decision = plan.data, plan.decision
+    store.create_study(
+        study_id=study_id,
+        dataset=data.source,
+        task=data.task,
+        track=decision.track,
+        metric=plan.metric,
+        mode=plan.mode,
+        budget_s=options.budget.seconds,
+        seed=options.seed,
+        data_summary=_summary(data),
+        cleaning={"lines": data.report.lines()},
+        options={
+            "space": plan.space.source,
+            "max_trials": options.max_trials,
+            "backbones": list(plan.paths),
+            "ray_address": options.ray_address,
+            "track_requested": options.track,
+            "route": decision.reason,
+            "cv": _cv_text(plan.folds, data) if plan.fewshot else "",
+        },
+    )
+
+
+RESUME_REASON = "interrupted: its worker stopped before the trial ended (the job resumed)"
+
+
+def _reopen(store: Store, study_id: str, plan: _Plan) -> tuple[list[TrialRecord], int]:
+    """An interrupted study's finished trials as records (its unfinished ones are stored
+    as failed), and the number for the next trial. A fine-tuned trial whose checkpoint is
+    gone stays on the leaderboard but cannot be exported, so it is not among the records."""
+    rows = store.reopen_study(study_id, RESUME_REASON)
+    next_number = 1 + max((int(t["number"]) for t in store.trials(study_id)), default=0)
+    study = store.get_study(study_id)
+    if study.get("track") != plan.decision.track:
+        raise ConfigError(
+            f"study {study_id} ran the {study.get('track')} track, this attempt routed to "
+            f"{plan.decision.track}: resume it with --track {study.get('track')}"
+        )
+    records = []
+    for row in rows:
+        if row["track"] == "reference":
+            continue
+        ckpt = row.get("checkpoint_dir")
+        if not plan.fewshot and not (ckpt and Path(ckpt).is_dir()):
+            continue
+        epochs = tuple(
+            EpochResult(
+                epoch=int(e["epoch"]),
+                metrics=dict(e.get("metrics") or {}),
+                train_loss=float(e["train_loss"]) if e.get("train_loss") is not None else 0.0,
+                seconds=float(e.get("seconds") or 0.0),
+                improved=False,
+            )
+            for e in store.epochs(row["id"])
+        )
+        records.append(
+            TrialRecord(
+                trial_id=Path(ckpt).parent.name if ckpt else row["id"],
+                number=int(row["number"]),
+                status=row["status"],
+                params=dict(row.get("params") or {}),
+                epochs=epochs,
+                best_metrics=dict(row.get("metrics") or {}),
+                seconds=float(row.get("seconds") or 0.0),
+                error=row.get("error"),
+                checkpoint_dir=ckpt,
+            )
+        )
+    return records, next_number
+
+
+def _trials_left(max_trials: int | None, previous: list[TrialRecord]) -> int | None:
+    if max_trials is None:
+        return None
+    return max(1, max_trials - len(previous))
+
+
+class _CancelWatch:
+    """Watches the cancel file; when it appears, moves the trials' shared deadline to now
+    (they stop at their next step and report what they have) and freezes it there."""
+
+    POLL_S = 0.25
+
+    def __init__(
+        self, cancel_file: str, deadline_file: Path, best_deadline: _BestDeadline | None
+    ) -> None:
+        self.cancel_file, self.deadline_file = cancel_file, deadline_file
+        self.best_deadline = best_deadline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="automl-cancel", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            if cancel_requested(self.cancel_file):
+                if self.best_deadline is not None:
+                    self.best_deadline.frozen = True
+                self.deadline_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.deadline_file.with_name(self.deadline_file.name + ".cancel")
+                tmp.write_text(f"{time.time():.3f}", encoding="ascii")
+                os.replace(tmp, self.deadline_file)
+                logger.info("cancel requested: stopping the trials")
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def _export_best(

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 DONE_FILE = "done.json"
 THREADS_FILE = "threads"  # in the work dir: CPU threads each running trial may use now
+CANCEL_GRACE_S = 3.0  # after a cancel, running trials get this long to report and end
 # Reported alongside the trainer's metrics; everything else in a result is Ray's.
 _AUX_KEYS = ("epoch", "train_loss", "trial_seconds", "improved", "metric_names")
 # Ray's unix socket paths must stay under ~107 characters.
@@ -88,6 +89,14 @@ class SearchSettings:
     # A file whose value (a time.time()) trials re-read and obey when it is earlier than
     # their own deadline: the caller moves it as the best model so far changes.
     deadline_file: str | None = None
+    # A file whose existence cancels the search: no trial starts after it appears, and
+    # Tune stops the running ones CANCEL_GRACE_S later (the caller also moves the
+    # deadline file to now, so trials end at their next step with what they have).
+    cancel_file: str | None = None
+    # Resuming a study: the number of the first new trial, and the trials already done
+    # as (params, score, pruned), told to Optuna so that its sampler goes on from them.
+    first_number: int = 1
+    previous: tuple[tuple[dict[str, Any], float, bool], ...] = ()
 
 
 def run_search(
@@ -123,16 +132,17 @@ def run_search(
         trials_dir.mkdir(parents=True, exist_ok=True)
         collector = _Collector(observer, settings, trials_dir)
         collector.cpus = int(ray.cluster_resources().get("CPU", 1))
+        optuna_search = OptunaSearch(
+            space=_optuna_space(space),
+            metric=settings.metric,
+            mode=settings.mode,
+            # a resumed study ran its starting point already
+            points_to_evaluate=[] if settings.previous else [space.init_config()],
+            sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=4),
+        )
+        _tell_previous(optuna_search, space, settings.previous)
         searcher = _DeadlineLimiter(
-            OptunaSearch(
-                space=_optuna_space(space),
-                metric=settings.metric,
-                mode=settings.mode,
-                points_to_evaluate=[space.init_config()],
-                sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=4),
-            ),
-            max_concurrent=concurrency,
-            cutoff=collector.start_cutoff,
+            optuna_search, max_concurrent=concurrency, cutoff=collector.start_cutoff
         )
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
@@ -170,6 +180,7 @@ def run_search(
             ),
             run_config=tune.RunConfig(
                 name="tune",
+                stop=_cancel_stopper(settings.cancel_file),
                 storage_path=str((Path(settings.work_dir) / "ray_results").resolve()),
                 verbose=0,
                 callbacks=[collector._tune_callback],
@@ -181,6 +192,51 @@ def run_search(
     finally:
         if started_ray:
             stop_ray(settings)
+
+
+def _tell_previous(
+    searcher: Any, space: SearchSpace, previous: tuple[tuple[dict[str, Any], float, bool], ...]
+) -> None:
+    """Give Optuna the trials of an interrupted attempt of this study (not rerun)."""
+    names = {p.name for p in space.params}
+    for params, value, pruned in previous:
+        point = {k: v for k, v in params.items() if k in names}
+        if len(point) != len(names) or value != value:
+            continue  # from another space, or no score: Optuna cannot use it
+        try:
+            searcher.add_evaluated_point(point, float(value), pruned=pruned)
+        except (ValueError, TypeError, KeyError) as exc:  # e.g. a value outside the space
+            logger.debug("previous trial %s not told to Optuna: %s", point, exc)
+
+
+def cancel_requested(cancel_file: str | None) -> bool:
+    """Has the search been cancelled (does its cancel file exist)?"""
+    return cancel_file is not None and os.path.exists(cancel_file)
+
+
+def _cancel_stopper(cancel_file: str | None) -> Any:
+    """A Tune stopper that ends the experiment CANCEL_GRACE_S after the cancel file
+    appears (trials normally end sooner: their deadline moved to the cancel time)."""
+    if cancel_file is None:
+        return None
+    from ray.tune import Stopper
+
+    class CancelStopper(Stopper):  # type: ignore[misc]
+        def __init__(self, path: str) -> None:
+            self.path = path
+            self.seen: float | None = None
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            if self.seen is None:
+                if not os.path.exists(self.path):
+                    return False
+                self.seen = time.time()
+            return time.time() - self.seen >= CANCEL_GRACE_S
+
+    return CancelStopper(cancel_file)
 
 
 def _max_reports(space: SearchSpace, settings: SearchSettings) -> int:
@@ -481,6 +537,8 @@ class _Collector:
     def start_cutoff(self) -> float:
         """No new trial after this time: it could not report a first epoch before the
         deadline (judged by the fastest first epoch seen so far)."""
+        if cancel_requested(self.settings.cancel_file):
+            return 0.0
         firsts = [eps[0].seconds for eps in self.epochs.values() if eps]
         need = max(self.settings.min_trial_seconds, min(firsts) if firsts else 0.0)
         return self.settings.deadline - need
@@ -489,7 +547,7 @@ class _Collector:
         tid = trial.trial_id
         if tid in self.numbers:  # a reused actor can restart the same trial id: ignore
             return
-        self.numbers[tid] = len(self.numbers) + 1
+        self.numbers[tid] = self.settings.first_number + len(self.numbers)
         self.params[tid] = dict(trial.config)
         self.epochs[tid] = []
         self.started[tid] = time.time()
@@ -613,6 +671,7 @@ __all__ = [
     "NullObserver",
     "SearchObserver",
     "SearchSettings",
+    "cancel_requested",
     "cleanup_checkpoints",
     "ray_temp_dir",
     "run_search",

@@ -37,9 +37,12 @@ __all__ = ["DEFAULT_DB", "MIGRATIONS", "SCHEMA_VERSION", "Store", "new_study_id"
 DEFAULT_DB = "automl.db"
 BUSY_TIMEOUT_S = 30  # a writer waits this long for another's commit (commits take ms)
 STUDY_STATUSES = ("running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_FINAL = ("succeeded", "failed", "cancelled")
 TRIAL_STATUSES = ("running", "complete", "pruned", "failed", "stopped")
 _BOARD_COLUMNS = "number status track params metrics epochs_done seconds error".split()
 _JSON_COLUMNS = {"data_summary", "cleaning", "options", "test_metrics", "params", "metrics"}
+JobRow = dict[str, Any]
 
 
 # -- migrations ---------------------------------------------------------------------------
@@ -98,12 +101,35 @@ def _m1_core(db: sqlite_utils.Database) -> None:
         db.table(table).create_index([column], if_not_exists=True)
 
 
+def _m2_jobs(db: sqlite_utils.Database) -> None:
+    """Version 2: the service's job queue. A running job's worker holds a lease
+    (`lease_until`, a time.time() value) that it renews by heartbeat; a job whose lease
+    ran out is claimed again and resumes its study. `spent_s` is the budget used by the
+    attempts so far."""
+    db.table("jobs").create(
+        _columns(
+            "id created_at started_at finished_at status data_path source_name options "
+            "budget_s:real spent_s:real attempts:int worker lease_until:real heartbeat_at "
+            "cancel_requested:int study_id error"
+        ),
+        pk="id",
+        not_null={"created_at", "status", "data_path"},
+        if_not_exists=True,
+    )
+    db.table("jobs").create_index(["status", "created_at"], if_not_exists=True)
+
+
 # Applied in order; MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_core]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_core, _m2_jobs]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def new_job_id() -> str:
+    """A sortable unique job id, e.g. ``job-20261126-054512-a1b2c3``."""
+    return f"job-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def new_study_id(dataset_name: str) -> str:
@@ -532,3 +558,171 @@ class Store:
             }
             for i, (t, value) in enumerate(rows, start=1)
         ]
+
+    # -- resuming a study -----------------------------------------------------------------
+
+    def reopen_study(self, study_id: str, reason: str) -> list[dict[str, Any]]:
+        """Take up a study again after its worker died: mark it running, store its
+        unfinished trials as failed with `reason`, and return its finished trials (with
+        their epochs, JSON decoded) so the search can go on from them."""
+        with self._write() as db:
+            if not db.table("studies").count_where("id = ?", [study_id]):
+                raise self._unknown(study_id)
+            db.execute(
+                "UPDATE studies SET status = 'running', finished_at = NULL, error = NULL "
+                "WHERE id = ?",
+                [study_id],
+            )
+            db.execute(
+                "UPDATE trials SET status = 'failed', error = ?, finished_at = ? "
+                "WHERE study_id = ? AND status = 'running'",
+                [reason, _now(), study_id],
+            )
+        return [t for t in self.trials(study_id) if t["status"] != "failed"]
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def submit_job(
+        self,
+        *,
+        data_path: str,
+        source_name: str,
+        options: dict[str, Any],
+        budget_s: float,
+        job_id: str | None = None,
+    ) -> str:
+        """Queue a job (its data already copied to `data_path`) and return its id."""
+        job_id = job_id or new_job_id()
+        row = {
+            "id": job_id,
+            "created_at": _now(),
+            "status": "queued",
+            "data_path": str(data_path),
+            "source_name": source_name,
+            "options": _dumps(options),
+            "budget_s": _num(budget_s),
+            "spent_s": 0.0,
+            "attempts": 0,
+            "cancel_requested": 0,
+        }
+        with self._write() as db:
+            db.table("jobs").insert(row)
+        logger.debug("job %s queued", job_id)
+        return job_id
+
+    def claim_job(self, worker: str, lease_s: float, now: float | None = None) -> JobRow | None:
+        """Atomically take the oldest queued job, or a running one whose worker's lease ran
+        out (it died): the job becomes this worker's for `lease_s` seconds. None when
+        there is nothing to do. Two workers never get the same job: the select and the
+        update run in one write transaction."""
+        import time
+
+        now = time.time() if now is None else now
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' "
+                "OR (status = 'running' AND lease_until < ?) "
+                "ORDER BY status = 'running' DESC, created_at, rowid LIMIT 1",
+                [now],
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET status = 'running', worker = ?, lease_until = ?, "
+                "heartbeat_at = ?, attempts = attempts + 1, "
+                "started_at = COALESCE(started_at, ?) WHERE id = ?",
+                [worker, now + lease_s, _now(), _now(), row[0]],
+            )
+        return self.get_job(row[0])
+
+    def renew_lease(
+        self, job_id: str, worker: str, lease_s: float, spent_s: float | None = None
+    ) -> JobRow:
+        """Heartbeat: extend this worker's lease and record the budget spent so far.
+        Returns the job (look at `cancel_requested`). Raises StoreError when the job is no
+        longer this worker's (its lease ran out and another worker took it)."""
+        import time
+
+        sets = "lease_until = ?, heartbeat_at = ?"
+        args: list[Any] = [time.time() + lease_s, _now()]
+        if spent_s is not None:
+            sets += ", spent_s = MAX(COALESCE(spent_s, 0), ?)"
+            args.append(float(spent_s))
+        with self._write() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET {sets} WHERE id = ? AND worker = ? AND status = 'running'",
+                [*args, job_id, worker],
+            )
+            if cur.rowcount != 1:
+                raise StoreError(
+                    f"job {job_id!r} is no longer held by worker {worker!r}: its lease "
+                    "ran out or it was finished elsewhere"
+                )
+        return self.get_job(job_id)
+
+    def set_job_study(self, job_id: str, study_id: str) -> None:
+        """Link a job to the study it runs (set once the study exists)."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET study_id = ? WHERE id = ?", [study_id, job_id])
+
+    def finish_job(
+        self,
+        job_id: str,
+        worker: str,
+        status: str,
+        error: str | None = None,
+        spent_s: float | None = None,
+    ) -> bool:
+        """Mark this worker's job finished. False (and no change) when another worker
+        holds it by now."""
+        _check(status, JOB_FINAL, "job")
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, lease_until = NULL, "
+                "spent_s = COALESCE(?, spent_s) "
+                "WHERE id = ? AND worker = ? AND status = 'running'",
+                [status, error, _now(), _num(spent_s), job_id, worker],
+            )
+            return cur.rowcount == 1
+
+    def request_cancel(self, job_id: str) -> JobRow:
+        """Cancel a job: a queued one at once, a running one by its worker (it sees the
+        request at its next heartbeat, stops the trials and keeps the best model so far).
+        Returns the job; raises StoreError for an unknown or already finished job."""
+        with self._write() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()
+            if row is None:
+                raise self._unknown_job(job_id)
+            if row[0] in JOB_FINAL:
+                raise StoreError(f"job {job_id!r} has already {row[0]}: nothing to cancel")
+            if row[0] == "queued":
+                db.execute(
+                    "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, "
+                    "finished_at = ?, error = 'cancelled before it started' WHERE id = ?",
+                    [_now(), job_id],
+                )
+            else:
+                db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", [job_id])
+        return self.get_job(job_id)
+
+    def get_job(self, job_id: str) -> JobRow:
+        """One job as a dict (options decoded)."""
+        with self._lock:
+            try:
+                return _decode(self.db.table("jobs").get(job_id))
+            except NotFoundError:
+                raise self._unknown_job(job_id) from None
+
+    def list_jobs(self, limit: int = 100, status: str | None = None) -> list[JobRow]:
+        """Jobs, newest first; only those with `status` when given."""
+        where, args = ("status = ?", [status]) if status else (None, [])
+        with self._lock:
+            rows = self.db.table("jobs").rows_where(
+                where, args, order_by="created_at DESC, rowid DESC", limit=limit
+            )
+            return [_decode(r) for r in rows]
+
+    def _unknown_job(self, job_id: str) -> StoreError:
+        recent = [j["id"] for j in self.list_jobs(limit=5)]
+        known = f"recent jobs: {', '.join(recent)}" if recent else "it has no jobs yet"
+        return StoreError(f"no job {job_id!r} in {self.path} ({known}); see `automl jobs`")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from automl.config import EpochResult, PreparedData, Split, TrialContext
-from automl.errors import ConfigError
+from automl.errors import ConfigError, TrainingDiverged
 from automl.metrics import compute_metrics
 from automl.modelio import load_model_dir, predict_logits
 from automl.trainers import _prefix_cache
@@ -177,6 +177,27 @@ def test_early_stopping_after_patience_epochs(
     params = _params(tiny_backbone, learning_rate=0.0, epochs=8, patience=2)
     results, _ = _fit(tiny_data, params, _ctx(tmp_path))
     assert [r.improved for r in results] == [True, False, False]
+
+
+def test_a_loss_that_becomes_nan_fails_the_trial_with_its_reason(
+    tiny_backbone: Path, tiny_data: PreparedData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A diverged configuration raises TrainingDiverged (the search stores the trial as
+    failed with this text) instead of reporting NaN epochs as if they were results."""
+    real_step = ft._Run._step
+    calls = {"n": 0}
+
+    def step(self: Any, ids: Any, batch: Any) -> float:
+        calls["n"] += 1
+        real_step(self, ids, batch)
+        return math.nan if calls["n"] >= 3 else 0.5
+
+    monkeypatch.setattr(ft._Run, "_step", step)
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"training loss became nan at epoch 1 after \d+ texts \(learning rate 0.001\)",
+    ):
+        _fit(tiny_data, _params(tiny_backbone), _ctx(tmp_path))
 
 
 def test_regression_fit(

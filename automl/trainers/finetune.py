@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from automl.config import EpochResult, PreparedData, TrialContext
-from automl.errors import AssetError, ConfigError, DataError
+from automl.errors import AssetError, ConfigError, DataError, TrainingDiverged
 from automl.metrics import compute_metrics, metric_names
 from automl.modelio import (
     ModelMeta,
@@ -350,6 +350,11 @@ class _Run:
                 return (loss_sum / seen * self.y_std**2 if seen else math.nan), True
             _use_threads(self.ctx)
             loss = self._step(ids, batch)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training loss became {loss} at epoch {epoch} after {seen} texts "
+                    f"(learning rate {self.hp.learning_rate:g}): this configuration diverged"
+                )
             loss_sum += loss * len(batch)
             seen += len(batch)
             self.costs.batch(time.time() - now, len(batch))
