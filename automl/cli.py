@@ -546,6 +546,9 @@ def app(db: str, port: int, host: str, workers: int, out: str) -> None:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        # no reloading on file changes: the watcher walked the whole folder, .venv too
+        "--server.fileWatcherType",
+        "none",
         "--",
         "--db",
         db,

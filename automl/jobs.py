@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from automl.config import Budget
-from automl.data import CheckedData, check
+from automl.data import FORMATS, CheckedData, check
 from automl.errors import ConfigError, DataError
 from automl.store import JOB_FINAL, Store, new_job_id
 
@@ -28,7 +28,7 @@ __all__ = ["JobOptions", "JobProgress", "cancel", "data_dir", "progress", "submi
 # Below this a job cannot start Ray, train one short trial and export (the worker's run
 # checks the exact need for the data; this catches the obvious mistake at submit time).
 MIN_JOB_BUDGET_S = 30.0
-SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+SUFFIXES = tuple(FORMATS)  # the file kinds a job accepts (automl.data reads them)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def submit(
     job_id = new_job_id()
     folder = data_dir(db)
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower() if path.suffix.lower() in SUFFIXES else ".csv"
+    suffix = path.suffix.lower()  # check() above accepted it: it tells the format
     target = folder / f"{job_id}{suffix}"
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(path, tmp)
@@ -156,19 +156,12 @@ def progress(job: dict[str, Any], store: Store, now: float | None = None) -> Job
     metric: str | None = None
     if job.get("study_id"):
         study = store.get_study(job["study_id"])
-        metric = study.get("metric")
-        for row in store.leaderboard(job["study_id"]):
-            if row["track"] == "reference":
-                continue
-            if row["status"] == "running":
-                running += 1
-            else:
-                done += 1
-            value = row.get("value")
-            if row["status"] != "running" and isinstance(value, float) and math.isfinite(value):
-                higher = study.get("mode", "max") == "max"
-                if best is None or (value > best if higher else value < best):
-                    best = value
+        metric = study.get("metric") or "macro_f1"
+        done, running, value = store.trial_summary(
+            job["study_id"], metric, study.get("mode") or "max"
+        )
+        if isinstance(value, int | float) and math.isfinite(value):
+            best = float(value)
     return JobProgress(
         status=str(job.get("status")),
         used_s=min(used, budget),

@@ -224,6 +224,9 @@ class _Plan:
     trial_deadline: TrialDeadline
     export_s: float  # the costliest model's export
     folds: list[tuple[Any, Any]]  # few-shot cross-validation folds (train + val indices)
+    # False: too little budget left to search (a resumed study then exports the best of
+    # its earlier trials; BudgetError says so when there is none)
+    search: bool = True
 
     @property
     def fewshot(self) -> bool:
@@ -333,15 +336,27 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
         )
         try:
             listener.search_started(settings.deadline, options.budget.seconds, t0)
-            records = previous + run_search(
-                data,
-                plan.space,
-                trainer,
-                settings,
-                _StoreObserver(
-                    store, study_id, listener, decision.track, first_trial, best_deadline
-                ),
-            )
+            if plan.search:
+                records = previous + run_search(
+                    data,
+                    plan.space,
+                    trainer,
+                    settings,
+                    _StoreObserver(
+                        store, study_id, listener, decision.track, first_trial, best_deadline
+                    ),
+                )
+            elif previous:
+                listener.stage(
+                    f"{options.budget} left: too little to search again; exporting the best "
+                    f"of the {len(previous)} trials kept"
+                )
+                records = list(previous)
+            else:
+                raise BudgetError(
+                    f"{options.budget} of budget left when the job resumed, too little to "
+                    "train, and no earlier trial finished: submit it again with more budget"
+                )
         finally:
             first_trial.set()
             if watch is not None:
@@ -612,13 +627,16 @@ def _plan_and_reference(
         end, data.test.texts, lengths, depth or {"": 6}, floor=RAY_SHUTDOWN_S, after=after
     )
     export_s = end - after - trial_deadline.earliest()
+    search = True
     if trial_deadline.earliest() - time.time() < RAY_STARTUP_S + MIN_SEARCH_S:
         need = (time.time() - t0) + RAY_STARTUP_S + MIN_SEARCH_S + export_s + after
-        raise BudgetError(
-            f"a budget of {options.budget} is too small for this dataset: start-up, one "
-            f"short trial and export need about {need:.0f} s; use --budget {int(need) + 30}s "
-            "or more"
-        )
+        if not options.resume_study:
+            raise BudgetError(
+                f"a budget of {options.budget} is too small for this dataset: start-up, one "
+                f"short trial and export need about {need:.0f} s; use --budget "
+                f"{int(need) + 30}s or more"
+            )
+        search = False
     paths = {n: str(backbones.resolve(n)) for n in names}  # unknown name: a clear error now
     folds: list[tuple[Any, Any]] = []
     if fewshot:
@@ -637,6 +655,7 @@ def _plan_and_reference(
         trial_deadline=trial_deadline,
         export_s=export_s,
         folds=folds,
+        search=search,
     )
     reference = (
         fit_reference_cv(data, folds, options.seed)

@@ -559,6 +559,23 @@ class Store:
             for i, (t, value) in enumerate(rows, start=1)
         ]
 
+    def trial_summary(self, study_id: str, metric: str, mode: str) -> tuple[int, int, Any]:
+        """(trials finished, trials running, best `metric` among the finished) of a study,
+        the reference row left out: one SQL query, for pages that refresh often."""
+        agg = "MAX" if mode == "max" else "MIN"
+        if not re.fullmatch(r"[A-Za-z0-9_]+", metric):
+            raise StoreError(f"metric name {metric!r} is not a plain identifier")
+        with self._lock:
+            row = self.db.execute(
+                "SELECT COALESCE(SUM(status != 'running'), 0), "
+                "COALESCE(SUM(status = 'running'), 0), "
+                f"{agg}(CASE WHEN status NOT IN ('running', 'failed') "
+                f"THEN json_extract(metrics, '$.{metric}') END) "
+                "FROM trials WHERE study_id = ? AND track != 'reference'",
+                [study_id],
+            ).fetchone()
+        return int(row[0]), int(row[1]), row[2]
+
     # -- resuming a study -----------------------------------------------------------------
 
     def reopen_study(self, study_id: str, reason: str) -> list[dict[str, Any]]:

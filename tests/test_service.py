@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -330,3 +331,76 @@ def test_cancel_from_the_cli_stops_a_running_job_within_10s_and_keeps_its_model(
     assert study["status"] == "cancelled"
     assert Path(study["best_model_dir"]).is_dir()  # the best model so far is kept
     assert _finished_trials(service["db"], job["study_id"])
+
+
+def test_a_resumed_study_with_no_time_left_exports_the_best_of_its_kept_trials(
+    tmp_path: Path, tiny_backbone: Path
+) -> None:
+    """The worker died near the end of the budget: the next attempt does not search (it
+    could not train anything in what is left) but still delivers the best model."""
+    from automl.pipeline import RunOptions, run
+
+    data = _write_csv(tmp_path / "topics.csv", 30)
+    common = {
+        "data": str(data),
+        "label": "label",
+        "backbones": (str(tiny_backbone),),
+        "db": str(tmp_path / "s.db"),
+        "out": str(tmp_path / "runs"),
+        "track": "finetune",
+    }
+    first = run(RunOptions(budget=Budget(25.0), max_trials=2, **common))
+    study_id = first.study_id
+    with Store(common["db"]) as store:  # as if its worker had died mid-trial ...
+        store.upsert_trial(study_id, number=9, track="finetune", status="running", params={"x": 1})
+        before = {t["id"]: t for t in store.trials(study_id)}
+    # ... before the end of its run removed the trials' checkpoints
+    best_row = before[f"{study_id}:{first.best_trial.number}"]
+    shutil.copytree(first.best_model_dir, best_row["checkpoint_dir"])
+    second = run(RunOptions(budget=Budget(4.0), resume_study=study_id, **common))
+    assert second.study_id == study_id and second.resumed_trials >= 1
+    assert second.best_trial.number == first.best_trial.number
+    assert second.test_metrics == pytest.approx(first.test_metrics)
+    with Store(common["db"]) as store:
+        after = {t["id"]: t for t in store.trials(study_id)}
+        study = store.get_study(study_id)
+    assert set(after) == set(before)  # no new trial
+    assert after[f"{study_id}:9"]["status"] == "failed"
+    assert "interrupted" in after[f"{study_id}:9"]["error"]
+    assert study["status"] == "succeeded" and Path(study["best_model_dir"]).is_dir()
+
+
+def test_progress_counts_trials_and_the_best_without_the_reference_or_failed_ones(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path / "q.db") as store:
+        (job_id,) = _queue(store, 1)
+        sid = store.create_study(
+            study_id="s-1",
+            dataset="d.csv",
+            task="classification",
+            track="finetune",
+            metric="macro_f1",
+            mode="max",
+            budget_s=60,
+            seed=0,
+            data_summary={},
+            cleaning={},
+            options={},
+        )
+        store.set_job_study(job_id, sid)
+        for number, (track, status, f1) in enumerate(
+            [
+                ("reference", "complete", 0.95),
+                ("finetune", "complete", 0.8),
+                ("finetune", "pruned", 0.6),
+                ("finetune", "failed", 0.99),
+                ("finetune", "running", None),
+            ]
+        ):
+            metrics = {"macro_f1": f1} if f1 is not None else None
+            store.upsert_trial(
+                sid, number=number, track=track, status=status, params={}, metrics=metrics
+            )
+        p = progress(store.get_job(job_id), store)
+    assert (p.trials_done, p.trials_running, p.best, p.metric) == (3, 1, 0.8, "macro_f1")
