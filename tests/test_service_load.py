@@ -70,7 +70,7 @@ def test_two_workers_and_the_app_finish_30_jobs_without_a_locked_database(
                     label="label", backbones=(str(tiny_backbone),), track="finetune", max_trials=1
                 )
                 try:
-                    job_id, _ = submit(data, options, Budget.parse("30s"), db)
+                    job_id, _ = submit(data, options, Budget.parse("60s"), db)
                 except Exception as exc:  # noqa: BLE001 - collected and asserted below
                     errors.append(f"submit: {exc}")
                     continue
