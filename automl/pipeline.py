@@ -11,6 +11,7 @@ The budget is a hard wall-clock limit for the whole run, counted from `started_a
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import threading
@@ -311,6 +312,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             backbone_paths=plan.paths,
             max_reports=len(plan.folds) if plan.fewshot else None,
             score="last_report" if plan.fewshot else "best_report",
+            unprunable=("method", ("logreg", "svm")) if plan.fewshot else None,
             trial_deadline=plan.trial_deadline,
             # trials re-read it: moved to the best model's export time (fine-tuning: its
             # checkpoint is exported as is; few-shot refits) and to now on a cancel
@@ -756,9 +758,14 @@ def _pick_best(records: list[TrialRecord], metric: str, mode: str) -> TrialRecor
 def _pick_best_cv(
     records: list[TrialRecord], metric: str, mode: str, folds: int, seconds_left: float
 ) -> TrialRecord:
-    """The best cross-validated trial: among those that reported at least half the folds
-    (a lucky first fold is not an estimate), by mean score; a configuration whose refit
-    would not fit in the time left gives way to the next best."""
+    """The cross-validated winner: among the trials that reported at least half the folds
+    (a lucky first fold is not an estimate), the EARLIEST whose mean score is within one
+    standard error of the best mean (the one-standard-error rule). Hundreds of cheap
+    head-only trials make the top mean an optimistic pick among ties (with 64 texts a
+    fold's score moves by several points); the earliest tied trial is the space's
+    starting point (the library default) or the first configuration found that clearly
+    beat it. A configuration whose refit would not fit in the time left gives way to the
+    next one."""
     scored = [r for r in records if metric in r.best_metrics and r.epochs]
     if not scored:
         errors = sorted({r.error for r in records if r.error})
@@ -767,7 +774,17 @@ def _pick_best_cv(
     most = max(len(r.epochs) for r in scored)
     pool = [r for r in scored if len(r.epochs) >= min(most, max(1, folds // 2))]
     sign = 1.0 if mode == "max" else -1.0
-    ranked = sorted(pool, key=lambda r: (-sign * r.best_metrics[metric], r.number))
+    top = max(pool, key=lambda r: (sign * r.best_metrics[metric], -r.number))
+    se = top.best_metrics.get(f"{metric}_std", 0.0) / math.sqrt(len(top.epochs))
+    floor = sign * top.best_metrics[metric] - (se if math.isfinite(se) else 0.0)
+    tied = sorted(
+        (r for r in pool if sign * r.best_metrics[metric] >= floor), key=lambda r: r.number
+    )
+    rest = sorted(
+        (r for r in pool if r not in tied),
+        key=lambda r: (-sign * r.best_metrics[metric], r.number),
+    )
+    ranked = tied + rest
     for r in ranked:
         per_fold = r.epochs[-1].seconds / len(r.epochs)
         if per_fold * 1.5 <= seconds_left:  # all data is ~1.3x a fold's training data

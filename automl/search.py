@@ -97,6 +97,10 @@ class SearchSettings:
     # as (params, score, pruned), told to Optuna so that its sampler goes on from them.
     first_number: int = 1
     previous: tuple[tuple[dict[str, Any], float, bool], ...] = ()
+    # (param, values): trials whose param takes one of these values are never stopped by
+    # ASHA (their reports still fill its rungs), e.g. few-shot heads on cached embeddings
+    # whose every fold costs milliseconds: stopping them saves nothing and loses folds.
+    unprunable: tuple[str, tuple[Any, ...]] | None = None
 
 
 def run_search(
@@ -144,11 +148,12 @@ def run_search(
         searcher = _DeadlineLimiter(
             optuna_search, max_concurrent=concurrency, cutoff=collector.start_cutoff
         )
-        scheduler = ASHAScheduler(
+        scheduler = _asha_class(ASHAScheduler)(
             time_attr="training_iteration",
             max_t=max_t,
             grace_period=settings.grace_period,
             reduction_factor=settings.reduction_factor,
+            unprunable=settings.unprunable,
         )
         trainable = tune.with_parameters(
             _run_trial,
@@ -192,6 +197,29 @@ def run_search(
     finally:
         if started_ray:
             stop_ray(settings)
+
+
+def _asha_class(base: type) -> type:
+    """ASHA that lets `unprunable` trials run on (see SearchSettings.unprunable)."""
+    from ray.tune.schedulers import TrialScheduler
+
+    class Asha(base):  # type: ignore[misc, valid-type]
+        def __init__(
+            self, *, unprunable: tuple[str, tuple[Any, ...]] | None = None, **kw: Any
+        ) -> None:
+            super().__init__(**kw)
+            self.unprunable = unprunable
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP and self.unprunable is not None:
+                key, values = self.unprunable
+                done = result.get("training_iteration", 0) >= self._max_t
+                if trial.config.get(key) in values and not done:
+                    return TrialScheduler.CONTINUE
+            return decision
+
+    return Asha
 
 
 def _tell_previous(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -315,10 +316,17 @@ def test_deadline_callback_stops_setfit_training() -> None:
     class Control:
         should_training_stop = False
 
+    state = SimpleNamespace(global_step=1)
     cb = fs._deadline_callback(time.time() + 60)
-    assert not cb.on_step_end(None, None, Control()).should_training_stop
+    cb.on_step_begin(None, state, Control())
+    assert not cb.on_step_end(None, state, Control()).should_training_stop
     cb = fs._deadline_callback(time.time() - 1)
-    assert cb.on_step_end(None, None, Control()).should_training_stop and cb.stopped
+    assert cb.on_step_end(None, state, Control()).should_training_stop and cb.stopped
+    # a step that would end past the deadline is not started: 1 s steps, 0.5 s left
+    cb = fs._deadline_callback(time.time() + 1.5)
+    cb.on_step_begin(None, state, Control())
+    time.sleep(1.0)
+    assert cb.on_step_end(None, state, Control()).should_training_stop
     cb.on_log(None, None, Control(), logs={"train_loss": 0.25})
     assert cb.train_loss == 0.25
 

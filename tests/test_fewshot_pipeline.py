@@ -147,3 +147,26 @@ def test_predict_loads_the_fewshot_folder(fewshot_run: Run, tmp_path: Path) -> N
     assert len(pred) == PER_CLASS * len(_WORDS)
     assert set(pred["prediction"]) <= set(_WORDS)
     assert {f"proba_{c}" for c in _WORDS} <= set(pred.columns)
+
+
+def test_the_cv_winner_is_the_earliest_trial_within_one_standard_error_of_the_best() -> None:
+    from automl.config import EpochResult, TrialRecord
+    from automl.pipeline import _pick_best_cv
+
+    def trial(number: int, mean: float, std: float, folds: int = 8) -> TrialRecord:
+        epochs = tuple(
+            EpochResult(i, {"macro_f1": mean, "macro_f1_std": std}, 0.0, 0.01 * i, True)
+            for i in range(1, folds + 1)
+        )
+        return TrialRecord(
+            f"t{number}", number, "complete", {}, epochs, dict(epochs[-1].metrics), 1.0
+        )
+
+    # best 0.92 +- 0.04 over 8 folds: one standard error is 0.04 / sqrt(8) = 0.014
+    records = [trial(1, 0.91, 0.05), trial(2, 0.80, 0.02), trial(7, 0.92, 0.04)]
+    assert _pick_best_cv(records, "macro_f1", "max", 8, 60.0).number == 1
+    records = [trial(1, 0.90, 0.05), trial(2, 0.80, 0.02), trial(7, 0.92, 0.04)]
+    assert _pick_best_cv(records, "macro_f1", "max", 8, 60.0).number == 7  # beyond 1 SE
+    # a lucky trial with fewer than half the folds is not considered
+    records = [trial(1, 0.80, 0.05), trial(3, 0.99, 0.0, folds=2)]
+    assert _pick_best_cv(records, "macro_f1", "max", 8, 60.0).number == 1

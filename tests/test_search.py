@@ -368,3 +368,33 @@ def test_idle_cores_go_to_the_trials_still_running_once_no_new_trial_starts(
     ctx = TrialContext(output_dir=str(tmp_path), deadline=0.0, threads_file=str(path))
     assert ctx.current_threads() == 2
     assert TrialContext(output_dir="x", deadline=0.0).current_threads() is None
+
+
+def test_asha_never_stops_an_unprunable_trial_before_its_last_report() -> None:
+    """Few-shot heads on cached embeddings: every fold costs milliseconds, so ASHA lets
+    them finish (their reports still set the bar for the costly SetFit trials)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    from automl.search import _asha_class
+
+    asha = _asha_class(ASHAScheduler)(
+        time_attr="training_iteration",
+        max_t=8,
+        grace_period=1,
+        reduction_factor=2,
+        metric="m",
+        mode="max",
+        unprunable=("method", ("logreg", "svm")),
+    )
+    good, weak_head, weak_setfit = (
+        SimpleNamespace(config={"method": m}, trial_id=m + str(i))
+        for i, m in enumerate(["setfit", "logreg", "setfit"])
+    )
+    for t in (good, weak_head, weak_setfit):
+        asha.on_trial_add(None, t)
+    assert asha.on_trial_result(None, good, {"training_iteration": 1, "m": 0.9}) == "CONTINUE"
+    assert asha.on_trial_result(None, weak_head, {"training_iteration": 1, "m": 0.1}) == "CONTINUE"
+    assert asha.on_trial_result(None, weak_setfit, {"training_iteration": 1, "m": 0.1}) == "STOP"
+    assert asha.on_trial_result(None, weak_head, {"training_iteration": 8, "m": 0.1}) == "STOP"

@@ -52,7 +52,7 @@ SAMPLING_STRATEGIES = ("oversampling", "undersampling", "unique")  # setfit 1.2'
 DEFAULTS: dict[str, Any] = {
     "method": "logreg",
     "C": 1.0,
-    "max_length": 128,
+    "max_length": 256,
     "head": "logreg",
     "body_learning_rate": 5e-5,
     "head_learning_rate": 1e-2,
@@ -67,6 +67,9 @@ DEFAULTS: dict[str, Any] = {
     "max_steps": 24,  # cap on the body's training steps per fit (-1: none)
 }
 _EMBED_BATCH = 64
+# SetFit folds: time kept back from the body's training for the head and the predictions
+_SETFIT_RESERVE_MIN_S = 3.0
+_SETFIT_RESERVE_SHARE = 0.3
 _LOGREG_MAX_ITER = 2000  # lbfgs on unscaled embeddings with C up to 100 needs more than 100
 _SVM_MAX_ITER = 10000
 _ABSENT = -1e9  # logit of a class the head never saw (no rows of it in the fold)
@@ -183,6 +186,12 @@ class FewShotTrainer:
                     logits = _head_logits(head, features[val_idx], data.num_labels)
                     train_loss = math.nan
                 else:
+                    # The body's training stops early enough for the head's fit and the
+                    # fold's predictions (both encode every text of the fold) to end
+                    # before the deadline: a fold cut at the deadline reports nothing.
+                    body_deadline = deadline - max(
+                        _SETFIT_RESERVE_MIN_S, _SETFIT_RESERVE_SHARE * (deadline - time.time())
+                    )
                     model, train_loss = _train_setfit(
                         path,
                         hp,
@@ -190,7 +199,7 @@ class FewShotTrainer:
                         y[train_idx],
                         data.num_labels,
                         ctx.seed,
-                        deadline,
+                        body_deadline,
                         scratch,
                     )
                     logits = _setfit_logits(model, [texts[i] for i in val_idx], data.num_labels)
@@ -432,19 +441,29 @@ def _setfit_logits(model: Any, texts: list[str], num_labels: int) -> np.ndarray:
 
 
 def _deadline_callback(deadline: float) -> Any:
-    """A transformers TrainerCallback that stops the body's training once time.time() passes
-    deadline and keeps the mean training loss that the trainer logs at the end."""
+    """A transformers TrainerCallback that stops the body's training before a step that
+    would end past deadline (judged by the slowest step so far) and keeps the mean
+    training loss that the trainer logs at the end."""
     from transformers import TrainerCallback
 
     class _Deadline(TrainerCallback):
         def __init__(self) -> None:
             self.stopped = False
             self.train_loss = math.nan
+            self.step_start = time.time()
+            self.slowest = 0.0
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.step_start = time.time()
+            return control
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if time.time() >= deadline:
+            now = time.time()
+            self.slowest = max(self.slowest, now - self.step_start)
+            if now + self.slowest >= deadline:
                 control.should_training_stop = True
                 self.stopped = True
+            logger.debug("setfit step %d: %.2f s", state.global_step, now - self.step_start)
             return control
 
         def on_log(
