@@ -66,6 +66,9 @@ CV_SPLITS = 4
 CV_REPEATS = 2
 # Few-shot: time kept back for refitting the winner on all data, as a share of the search.
 REFIT_SHARE = 0.12
+# Few-shot without a GPU: SetFit is searched only in budgets of at least this.
+SETFIT_MIN_BUDGET_S = 180.0
+HEAD_ONLY_METHODS = ("logreg", "svm")  # heads on cached embeddings: a refit takes a second
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             backbone_paths=plan.paths,
             max_reports=len(plan.folds) if plan.fewshot else None,
             score="last_report" if plan.fewshot else "best_report",
-            unprunable=("method", ("logreg", "svm")) if plan.fewshot else None,
+            unprunable=("method", HEAD_ONLY_METHODS) if plan.fewshot else None,
             trial_deadline=plan.trial_deadline,
             # trials re-read it: moved to the best model's export time (fine-tuning: its
             # checkpoint is exported as is; few-shot refits) and to now on a cancel
@@ -685,7 +688,33 @@ def _route(
     space = user_space or load_space(None, track=decision.track)
     if options.backbones:
         space = space.with_choices("backbone", list(options.backbones))
+    if user_space is None and decision.track == "fewshot":
+        space = _fewshot_methods(space, options.budget.seconds)
     return decision, space
+
+
+def _fewshot_methods(space: SearchSpace, budget_s: float) -> SearchSpace:
+    """Without a GPU, SetFit is searched only from SETFIT_MIN_BUDGET_S on: one of its
+    folds takes 20-50 s on a CPU core (a step of 16 sentence pairs at 256 tokens takes
+    seconds), so in a shorter budget its trials take both cores and finish nothing while
+    heads on cached embeddings would have run hundreds of folds."""
+    spec = space.get("method")
+    if spec is None or budget_s >= SETFIT_MIN_BUDGET_S or _has_gpu():
+        return space
+    heads = [v for v in spec.values or () if v != "setfit"]
+    if not heads or len(heads) == len(spec.values or ()):
+        return space
+    logger.info(
+        "few-shot: SetFit not searched within a %.0f s budget on CPU (from %.0f s on)",
+        budget_s,
+        SETFIT_MIN_BUDGET_S,
+    )
+    return space.with_choices("method", heads)
+
+
+def _has_gpu() -> bool:
+    """A CUDA device is present (checked without importing torch in the driver)."""
+    return bool(shutil.which("nvidia-smi")) or Path("/dev/nvidia0").exists()
 
 
 def _fewshot_splits(data: PreparedData) -> tuple[PreparedData, str]:
@@ -786,6 +815,8 @@ def _pick_best_cv(
     )
     ranked = tied + rest
     for r in ranked:
+        if r.params.get("method") in HEAD_ONLY_METHODS:
+            return r  # its embeddings are cached: the refit fits a linear head
         per_fold = r.epochs[-1].seconds / len(r.epochs)
         if per_fold * 1.5 <= seconds_left:  # all data is ~1.3x a fold's training data
             return r

@@ -170,3 +170,40 @@ def test_the_cv_winner_is_the_earliest_trial_within_one_standard_error_of_the_be
     # a lucky trial with fewer than half the folds is not considered
     records = [trial(1, 0.80, 0.05), trial(3, 0.99, 0.0, folds=2)]
     assert _pick_best_cv(records, "macro_f1", "max", 8, 60.0).number == 1
+
+
+def test_setfit_is_searched_only_in_budgets_where_it_can_finish_a_fold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from automl import pipeline
+    from automl.spaces import load_space
+
+    space = load_space(None, track="fewshot")
+    monkeypatch.setattr(pipeline, "_has_gpu", lambda: False)
+    short = pipeline._fewshot_methods(space, 60.0)
+    assert "setfit" not in short.get("method").values
+    assert set(short.get("method").values) == {"logreg", "svm"}
+    assert short.init_config()["method"] == space.init_config()["method"]
+    long = pipeline._fewshot_methods(space, pipeline.SETFIT_MIN_BUDGET_S)
+    assert "setfit" in long.get("method").values
+    monkeypatch.setattr(pipeline, "_has_gpu", lambda: True)
+    assert "setfit" in pipeline._fewshot_methods(space, 60.0).get("method").values
+
+
+def test_a_head_only_winner_is_refitted_even_with_little_time_left() -> None:
+    """Its embeddings are cached: the refit fits a linear head, whatever the trial took."""
+    from automl.config import EpochResult, TrialRecord
+    from automl.pipeline import _pick_best_cv
+
+    def trial(number: int, method: str, mean: float, seconds: float) -> TrialRecord:
+        epochs = tuple(
+            EpochResult(i, {"macro_f1": mean, "macro_f1_std": 0.0}, 0.0, seconds, True)
+            for i in range(1, 9)
+        )
+        params = {"method": method}
+        return TrialRecord(f"t{number}", number, "complete", params, epochs, epochs[-1].metrics)
+
+    records = [trial(1, "logreg", 0.9, 40.0), trial(2, "setfit", 0.95, 40.0)]
+    # the setfit winner would need 40 / 8 * 1.5 = 7.5 s to refit: only 2 s are left
+    assert _pick_best_cv(records, "macro_f1", "max", 8, 2.0).number == 1
+    assert _pick_best_cv(records, "macro_f1", "max", 8, 60.0).number == 2
