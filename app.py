@@ -1,8 +1,8 @@
 """Streamlit app of the automl service: submit datasets, follow jobs, browse studies.
 
 Run: `.venv/bin/streamlit run app.py -- --db automl.db` (or `automl app`, which also
-starts workers). Five pages, picked in the sidebar: Submit, Jobs, Leaderboard, Compare
-and Model. The app reads and writes the store only through `automl.store.Store` and
+starts workers). Six pages, picked in the sidebar: Submit, Jobs, Leaderboard, Compare,
+Model and Benchmarks. The app reads and writes the store only through `automl.store.Store` and
 `automl.jobs`; it never imports trainers, torch or Ray (the Model page imports
 `automl.predict` when its Predict button is clicked).
 """
@@ -23,12 +23,13 @@ import pandas as pd
 import streamlit as st
 
 from automl import jobs
+from automl.bench import scoring
 from automl.config import Budget
 from automl.data import CheckedData, check, detect_columns, load_table
 from automl.errors import AutoMLError
 from automl.store import DEFAULT_DB, Store
 
-PAGES = ("Submit", "Jobs", "Leaderboard", "Compare", "Model")
+PAGES = ("Submit", "Jobs", "Leaderboard", "Compare", "Model", "Benchmarks")
 MAX_UPLOAD_MB = 200  # per file; Streamlit's own default limit, stated on the page
 UPLOAD_TYPES = [s.lstrip(".") for s in jobs.SUFFIXES]  # the suffixes a job keeps as they are
 CURVE_TRIALS = 20  # learning curves of the N best trials: more lines are unreadable
@@ -566,6 +567,103 @@ def page_model(db: str) -> None:
     _predict_section(study_id, model_dir)
 
 
+# -- Benchmarks -----------------------------------------------------------------------------
+
+
+def _bench_summary(store: Store, run: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run's results, one row per (dataset, budget, system): mean score over seeds,
+    scaled score (0 = majority class, 1 = best baseline), mean rank and status; and the
+    average rank and scaled score per (budget, system)."""
+    config = run.get("config") or {}
+    scored = scoring.score_rows(
+        store.bench_results(run["id"]), config.get("metric", "macro_f1"), config.get("baselines")
+    )
+    rows = [
+        {
+            "dataset": r["dataset"],
+            "budget": str(Budget(r["budget_s"])),
+            "system": r["system"],
+            "score": r["score"],
+            "scaled": r["scaled"],
+            "rank": r["rank"],
+            "status": ", ".join(sorted(r["statuses"])),
+        }
+        for r in scoring.summarise(scored)
+    ]
+    columns = ["dataset", "budget", "system", "score", "scaled", "rank", "status"]
+    ranks = [
+        {
+            "budget": str(Budget(r["budget_s"])),
+            "system": r["system"],
+            "average rank": r["avg_rank"],
+            "mean scaled": r["mean_scaled"],
+        }
+        for r in scoring.average_ranks(scored)
+    ]
+    return pd.DataFrame(rows, columns=columns), pd.DataFrame(ranks)
+
+
+def _bench_runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "run": r["id"],
+                "suite": r["suite"],
+                "status": r["status"],
+                "cells": f"{r['done']} / {r['cells']}",
+                "budget": r["budget"] or "the suite's",
+                "metric": (r.get("config") or {}).get("metric", "macro_f1"),
+                "started": str(r["created_at"])[:16],
+                "report": r["report_dir"] or "",
+            }
+            for r in runs
+        ]
+    )
+
+
+def page_benchmarks(db: str) -> None:
+    st.header("Benchmarks")
+    store = _store(db)
+    if store is None:
+        return
+    with store:
+        runs = store.list_bench_runs(100)
+        if not runs:
+            st.info(
+                f"No benchmark run in {db} yet: run `automl bench run --suite smoke` "
+                "(`automl bench list` shows the suites)."
+            )
+            return
+        st.dataframe(_bench_runs_table(runs), hide_index=True)
+        ids = [r["id"] for r in runs]
+        left, right = st.columns(2)
+        first = left.selectbox("Run A", ids, index=0, key="bench_a")
+        others = [i for i in ids if i != first]
+        second = right.selectbox("Run B", ["–", *others], index=min(1, len(others)), key="bench_b")
+        chosen = [i for i in (first, second) if i in ids]
+        tables = {i: _bench_summary(store, store.get_bench_run(i)) for i in chosen}
+    keys = ["dataset", "budget", "system"]
+    a_table, b_table = tables[first][0], tables[chosen[-1]][0]
+    merged = a_table.rename(columns={c: f"A {c}" for c in a_table if c not in keys})
+    if len(chosen) == 2:
+        b = b_table.rename(columns={c: f"B {c}" for c in b_table if c not in keys})
+        merged = merged.merge(b, on=keys, how="outer")
+        merged["Δ scaled"] = merged["B scaled"] - merged["A scaled"]
+    st.subheader("Side by side" if len(chosen) == 2 else f"Run {first}")
+    st.dataframe(merged.sort_values(keys, kind="stable"), hide_index=True)
+    st.caption(
+        "score: the suite's test metric, mean over seeds; scaled: 0 = majority class, 1 = the "
+        "best baseline of the same dataset, budget and seed (failed and over-budget cells "
+        "count as the majority class); rank 1 = best. A: "
+        + first
+        + (f"; B: {second}." if len(chosen) == 2 else ". Pick a run B to compare.")
+    )
+    st.subheader("Average rank and scaled score")
+    for col, name, run_id in zip(st.columns(len(chosen)), "AB", chosen, strict=False):
+        col.caption(f"{name}: {run_id}")
+        col.dataframe(tables[run_id][1], hide_index=True)
+
+
 # -- the app --------------------------------------------------------------------------------
 
 
@@ -584,6 +682,7 @@ def main() -> None:
         "Leaderboard": page_leaderboard,
         "Compare": page_compare,
         "Model": page_model,
+        "Benchmarks": page_benchmarks,
     }[page](db)
 
 

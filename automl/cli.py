@@ -275,12 +275,15 @@ def assets() -> None:
 @assets.command("fetch")
 @click.option("--all", "include_large", is_flag=True, help="Also the large rung (mpnet-base).")
 @click.option("--force", is_flag=True, help="Rebuild even when already prepared.")
-@click.option("--datasets", "with_data", is_flag=True, help="Also the benchmark datasets.")
+@click.option(
+    "--datasets", "with_data", is_flag=True, help="Also the benchmark datasets (downloads)."
+)
 @click.option("--db", default="automl.db", show_default=True, help=DB_HELP + " (unused)")
 @_friendly
 def assets_fetch(include_large: bool, force: bool, with_data: bool, db: str) -> None:
     """Prepare backbones S and M (and L with --all) into the asset cache; with --datasets
-    also the benchmark datasets (SpamAssassin, MR, CoNLL-2010) as clean CSVs."""
+    also the benchmark datasets (SpamAssassin, MR, CoNLL-2010) as clean CSVs, checksummed
+    (`automl bench run` prepares the ones its suite needs by itself)."""
     from automl import backbones
 
     if with_data:
@@ -310,6 +313,139 @@ def assets_list(db: str) -> None:
             f"{row['name']:<12} {row['rung']}  {row['params_millions']:>6.1f}M  "
             f"{row['layers']:>2} layers  {state:<12} {row['description']}"
         )
+
+
+@main.group()
+def bench() -> None:
+    """Benchmark suites: automl beside strong baselines on fixed splits, same wall budget."""
+
+
+@bench.command("list")
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@_friendly
+def bench_list(db: str) -> None:
+    """List the suites (benchmarks/suites/*.yaml) and the benchmark runs in the store."""
+    from pathlib import Path
+
+    from automl.bench.runner import estimate_s, plan
+    from automl.bench.suites import list_suites, load_suite
+    from automl.config import Budget
+    from automl.store import Store
+
+    for name in list_suites():
+        suite = load_suite(name)
+        cells = plan(suite)
+        budgets = ", ".join(str(Budget(b)) for b in suite.budgets)
+        click.echo(
+            f"{name:<8} {len(suite.variants())} datasets × budgets {budgets} × "
+            f"{len(suite.seeds)} seeds × {len(suite.systems)} systems: {len(cells)} cells, "
+            f"about {estimate_s(cells) / 3600:.1f} h"
+        )
+    if not Path(db).exists():
+        click.echo(f"no benchmark runs yet ({db} does not exist)")
+        return
+    with Store(db) as store:
+        runs = store.list_bench_runs(limit=20)
+    for r in runs:
+        click.echo(
+            f"{r['id']}  {r['status']:<8} {r['done']}/{r['cells']} cells  "
+            f"budget {r['budget'] or 'of the suite'}  {r['report_dir'] or ''}"
+        )
+
+
+@bench.command("run")
+@click.option("--suite", "suite_name", required=True, help="Suite name or YAML path.")
+@click.option("--budget", default=None, help="One budget for every cell instead of the suite's.")
+@click.option("--run-id", default=None, help="Resume (or create) this run.")
+@click.option("--new", is_flag=True, help="Start a new run instead of resuming one.")
+@click.option("--retry-failed", is_flag=True, help="Rerun failed and unavailable cells.")
+@click.option("--max-cells", type=int, default=None, help="Stop after N cells (resumable).")
+@click.option("--dry-run", is_flag=True, help="Print the cells and an estimate; run nothing.")
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@click.option("--work", default="runs/bench", show_default=True, help="Folder for cell files.")
+@click.option("--out", default=None, help="Report folder (default: WORK/RUN/report).")
+@_friendly
+def bench_run(
+    suite_name: str,
+    budget: str | None,
+    run_id: str | None,
+    new: bool,
+    retry_failed: bool,
+    max_cells: int | None,
+    dry_run: bool,
+    db: str,
+    work: str,
+    out: str | None,
+) -> None:
+    """Run every (dataset, budget, seed, system) cell of a suite, each system under the
+    same wall budget, storing each result; finished cells are skipped when run again.
+    Writes a report folder (CSV, markdown summary, plot)."""
+    from automl.bench.runner import estimate_s, plan, run_suite
+    from automl.bench.suites import load_suite
+    from automl.config import Budget
+
+    suite = load_suite(suite_name)
+    if budget is not None:
+        suite = suite.with_budget(Budget.parse(budget).seconds)
+    if max_cells is not None and max_cells < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--max-cells")
+    if dry_run:
+        cells = plan(suite)
+        for c in cells:
+            click.echo(f"{c.dataset:<20} {Budget(c.budget_s)!s:>5} seed {c.seed}  {c.system}")
+        click.echo(f"{len(cells)} cells, about {estimate_s(cells) / 60:.0f} min", err=True)
+        return
+    import signal
+
+    def _stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # the running cell's process is killed, the run resumable
+
+    signal.signal(signal.SIGTERM, _stop)
+    result = run_suite(
+        suite,
+        db,
+        budget=budget,
+        run_id=run_id,
+        new=new,
+        work_dir=work,
+        report_dir=out,
+        retry_failed=retry_failed,
+        max_cells=max_cells,
+        log=lambda line: click.echo(line, err=True),
+    )
+    click.echo(
+        f"run {result.run_id}: {result.done} of {result.cells} cells done "
+        f"({result.ran} run now); report: {result.report_dir}"
+    )
+
+
+@bench.command("report")
+@click.argument("run_id", metavar="[RUN]", required=False)
+@click.option("--out", default=None, help="Report folder (default: the run's own).")
+@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@_friendly
+def bench_report(run_id: str | None, out: str | None, db: str) -> None:
+    """Write the report of benchmark run RUN (default: the latest): results.csv,
+    summary.md (scaled scores, average ranks) and scores_vs_budget.png."""
+    from pathlib import Path
+
+    from automl.bench.report import MD_NAME, write_report
+    from automl.errors import StoreError
+    from automl.store import Store
+
+    with Store(db) as store:
+        if run_id is None:
+            runs = store.list_bench_runs(limit=1)
+            if not runs:
+                raise StoreError(
+                    f"{db} holds no benchmark run yet: run `automl bench run --suite smoke`"
+                )
+            run_id = str(runs[0]["id"])
+        run = store.get_bench_run(run_id)
+        target = Path(out or run["report_dir"] or Path("runs/bench") / run_id / "report")
+        write_report(run, store.bench_results(run_id), target)
+        store.finish_bench_run(run_id, run["status"], str(target))
+    click.echo(f"report of {run_id}: {target / MD_NAME}")
 
 
 @main.command()

@@ -42,6 +42,9 @@ JOB_FINAL = ("succeeded", "failed", "cancelled")
 TRIAL_STATUSES = ("running", "complete", "pruned", "failed", "stopped")
 _BOARD_COLUMNS = "number status track params metrics epochs_done seconds error".split()
 _JSON_COLUMNS = {"data_summary", "cleaning", "options", "test_metrics", "params", "metrics"}
+_JSON_COLUMNS |= {"config", "info"}  # bench_runs.config, bench_results.info
+BENCH_RUN_STATUSES = ("running", "finished")
+BENCH_STATUSES = ("ok", "over budget", "failed", "unavailable")
 JobRow = dict[str, Any]
 
 
@@ -119,8 +122,33 @@ def _m2_jobs(db: sqlite_utils.Database) -> None:
     db.table("jobs").create_index(["status", "created_at"], if_not_exists=True)
 
 
+def _m3_bench(db: sqlite_utils.Database) -> None:
+    """Version 3: benchmark runs (`automl bench`) and one result row per cell. A cell is
+    (dataset, budget_s, seed, system); a run resumes by skipping the cells it has rows for.
+    `config` is the resolved suite (JSON); `metrics` and `info` are JSON."""
+    db.table("bench_runs").create(
+        _columns("id suite created_at finished_at budget status report_dir config cells:int"),
+        pk="id",
+        not_null={"suite", "created_at", "status"},
+        if_not_exists=True,
+    )
+    db.table("bench_results").create(
+        _columns(
+            "id:int run_id dataset budget_s:real seed:int system status metrics wall_s:real "
+            "peak_mem_mb:real error info finished_at"
+        ),
+        pk="id",
+        foreign_keys=[("run_id", "bench_runs", "id")],
+        not_null={"run_id", "dataset", "budget_s", "seed", "system", "status"},
+        if_not_exists=True,
+    )
+    db.table("bench_results").create_index(
+        ["run_id", "dataset", "budget_s", "seed", "system"], unique=True, if_not_exists=True
+    )
+
+
 # Applied in order; MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_core, _m2_jobs]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_core, _m2_jobs, _m3_bench]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -130,6 +158,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def new_job_id() -> str:
     """A sortable unique job id, e.g. ``job-20261126-054512-a1b2c3``."""
     return f"job-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def new_bench_run_id(suite: str) -> str:
+    """A sortable unique benchmark run id, e.g. ``bench-smoke-20261126-054512-a1b2``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", suite.lower()).strip("-")[:24] or "suite"
+    return f"bench-{slug}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def new_study_id(dataset_name: str) -> str:
@@ -743,3 +777,127 @@ class Store:
         recent = [j["id"] for j in self.list_jobs(limit=5)]
         known = f"recent jobs: {', '.join(recent)}" if recent else "it has no jobs yet"
         return StoreError(f"no job {job_id!r} in {self.path} ({known}); see `automl jobs`")
+
+    # -- benchmarks -----------------------------------------------------------------------
+
+    def create_bench_run(
+        self,
+        suite: str,
+        config: dict[str, Any],
+        cells: int,
+        budget: str | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Record a new benchmark run of `suite` (its resolved `config`, `cells` planned;
+        `budget` is the --budget override, if any) and return its id."""
+        run_id = run_id or new_bench_run_id(suite)
+        row = {
+            "id": run_id,
+            "suite": suite,
+            "created_at": _now(),
+            "budget": budget,
+            "status": "running",
+            "config": _dumps(config),
+            "cells": cells,
+        }
+        with self._write() as db:
+            if db.table("bench_runs").count_where("id = ?", [run_id]):
+                raise StoreError(f"benchmark run {run_id!r} already exists in {self.path}")
+            db.table("bench_runs").insert(row)
+        return run_id
+
+    def get_bench_run(self, run_id: str) -> dict[str, Any]:
+        """One benchmark run, config decoded, with `done`: how many cells have a row."""
+        with self._lock:
+            try:
+                row = _decode(self.db.table("bench_runs").get(run_id))
+            except NotFoundError:
+                recent = [r["id"] for r in self.list_bench_runs(limit=5)]
+                known = f"recent runs: {', '.join(recent)}" if recent else "it has no runs yet"
+                raise StoreError(
+                    f"no benchmark run {run_id!r} in {self.path} ({known}); "
+                    "see `automl bench list`"
+                ) from None
+            row["done"] = self.db.table("bench_results").count_where("run_id = ?", [run_id])
+            return row
+
+    def list_bench_runs(
+        self, limit: int = 50, suite: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Benchmark runs, newest first (config decoded, `done` cells counted); only those
+        of `suite` and with `status` when given."""
+        where = " AND ".join(
+            c for c, v in (("r.suite = ?", suite), ("r.status = ?", status)) if v is not None
+        )
+        args = [v for v in (suite, status) if v is not None]
+        with self._lock:
+            rows = self.db.query(
+                "SELECT r.*, (SELECT COUNT(*) FROM bench_results b WHERE b.run_id = r.id) "
+                f"AS done FROM bench_runs r {'WHERE ' + where if where else ''} "
+                "ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?",
+                [*args, limit],
+            )
+            return [_decode(r) for r in rows]
+
+    def finish_bench_run(
+        self, run_id: str, status: str = "finished", report_dir: str | None = None
+    ) -> None:
+        """Set a run's status (`running` again when resumed) and, when given, its report
+        folder."""
+        _check(status, BENCH_RUN_STATUSES, "benchmark run")
+        finished = None if status == "running" else _now()
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE bench_runs SET status = ?, finished_at = ?, "
+                "report_dir = COALESCE(?, report_dir) WHERE id = ?",
+                [status, finished, report_dir, run_id],
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"no benchmark run {run_id!r} in {self.path}")
+
+    def add_bench_result(
+        self,
+        run_id: str,
+        *,
+        dataset: str,
+        budget_s: float,
+        seed: int,
+        system: str,
+        status: str,
+        metrics: dict[str, Any] | None = None,
+        wall_s: float | None = None,
+        peak_mem_mb: float | None = None,
+        error: str | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        """Record (or replace) one cell's result."""
+        _check(status, BENCH_STATUSES, "benchmark result")
+        row = {
+            "run_id": run_id,
+            "dataset": dataset,
+            "budget_s": float(budget_s),
+            "seed": int(seed),
+            "system": system,
+            "status": status,
+            "metrics": _dumps(metrics),
+            "wall_s": _num(wall_s),
+            "peak_mem_mb": _num(peak_mem_mb),
+            "error": error,
+            "info": _dumps(info),
+            "finished_at": _now(),
+        }
+        with self._write() as db:
+            if not db.table("bench_runs").count_where("id = ?", [run_id]):
+                raise StoreError(f"no benchmark run {run_id!r} in {self.path}")
+            db.execute(
+                "DELETE FROM bench_results WHERE run_id = ? AND dataset = ? AND budget_s = ? "
+                "AND seed = ? AND system = ?",
+                [run_id, dataset, row["budget_s"], row["seed"], system],
+            )
+            db.table("bench_results").insert(row)
+
+    def bench_results(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's results in the order they finished, JSON columns decoded."""
+        with self._lock:
+            rows = self.db.table("bench_results").rows_where("run_id = ?", [run_id], order_by="id")
+            return [_decode(r) for r in rows]

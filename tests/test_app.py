@@ -411,3 +411,85 @@ print(sorted(k for k in sys.modules if k.split(".")[0] in heavy or k.startswith(
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- Benchmarks -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bench_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two runs of one suite on Fortunes-8: automl 0.6 in the older, 0.8 in the newer;
+    the majority class 0.2 and TF-IDF 0.6 in both."""
+    path = tmp_path / "bench.db"
+    config = {"metric": "macro_f1", "systems": ["tfidf-lr", "automl"], "baselines": ["tfidf-lr"]}
+    with Store(path) as store:
+        for run_id, automl_f1 in (("bench-old", 0.6), ("bench-new", 0.8)):
+            store.create_bench_run("smoke", config, cells=3, run_id=run_id)
+            for system, f1 in (("majority", 0.2), ("tfidf-lr", 0.6), ("automl", automl_f1)):
+                store.add_bench_result(
+                    run_id,
+                    dataset="fortunes8",
+                    budget_s=30,
+                    seed=0,
+                    system=system,
+                    status="ok",
+                    metrics={"macro_f1": f1, "accuracy": f1},
+                    wall_s=1.0,
+                )
+    monkeypatch.setenv("AUTOML_DB", str(path))
+    return path
+
+
+def test_benchmarks_lists_runs_and_compares_two(bench_db: Path) -> None:
+    at = _app("Benchmarks")
+    assert not at.exception
+    runs = at.dataframe[0].value
+    assert list(runs["run"]) == ["bench-new", "bench-old"]
+    assert runs.iloc[0]["cells"] == "3 / 3" and runs.iloc[0]["suite"] == "smoke"
+    assert at.selectbox(key="bench_a").value == "bench-new"
+    assert at.selectbox(key="bench_b").value == "bench-old"
+    table = at.dataframe[1].value.set_index("system")
+    assert table.loc["automl", "A scaled"] == pytest.approx(1.5)  # (0.8 - 0.2) / (0.6 - 0.2)
+    assert table.loc["automl", "B scaled"] == pytest.approx(1.0)
+    assert table.loc["automl", "Δ scaled"] == pytest.approx(-0.5)
+    assert table.loc["tfidf-lr", "A rank"] == 2.0 and table.loc["automl", "A rank"] == 1.0
+    assert table.loc["majority", "A scaled"] == pytest.approx(0.0)
+    assert len(at.dataframe) == 4  # the runs, side by side, the two runs' average ranks
+    at.selectbox(key="bench_b").set_value("–").run()
+    assert "Pick a run B to compare" in _texts(at.caption)
+    assert len(at.dataframe) == 3
+    assert "B scaled" not in at.dataframe[1].value.columns
+
+
+def test_benchmarks_without_runs_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Store(tmp_path / "empty.db").close()
+    monkeypatch.setenv("AUTOML_DB", str(tmp_path / "empty.db"))
+    at = _app("Benchmarks")
+    assert not at.exception
+    assert "automl bench run --suite smoke" in at.info[0].value
+    missing = tmp_path / "none.db"
+    monkeypatch.setenv("AUTOML_DB", str(missing))
+    at = _app("Benchmarks")
+    assert "No store at" in at.info[0].value and not missing.exists()
+
+
+def test_benchmarks_page_never_imports_training_code(bench_db: Path) -> None:
+    code = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({APP!r}, default_timeout=30)
+at.query_params["page"] = "Benchmarks"
+at.run()
+assert not at.exception, at.exception
+assert len(at.dataframe) == 4
+heavy = ("torch", "ray", "transformers", "setfit", "optuna", "flaml", "matplotlib")
+own = ("automl.trainers", "automl.search", "automl.pipeline", "automl.bench.systems")
+print(sorted(k for k in sys.modules if k.split(".")[0] in heavy or k.startswith(own)))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
