@@ -990,13 +990,19 @@ def cache_measurement(
             ).append(t)
     firsts: dict[str, list[float]] = {}
     laters: dict[str, list[float]] = {}
+    fit_firsts: dict[str, list[float]] = {}
+    fit_laters: dict[str, list[float]] = {}
     fold_firsts: dict[str, list[float]] = {}
     fold_laters: dict[str, list[float]] = {}
     for (_, backbone, _), ts in groups.items():
         ts.sort(key=lambda t: t["number"])
         firsts.setdefault(backbone, []).append(ts[0]["seconds"])
-        same = [t["seconds"] for t in ts[1:] if t.get("epochs_done") == ts[0].get("epochs_done")]
-        laters.setdefault(backbone, []).extend(same)
+        alike = [t for t in ts[1:] if t.get("epochs_done") == ts[0].get("epochs_done")]
+        laters.setdefault(backbone, []).extend(t["seconds"] for t in alike)
+        if ts[0].get("fit_s") is not None:
+            fit_firsts.setdefault(backbone, []).append(ts[0]["fit_s"])
+            fits = [t["fit_s"] for t in alike if t.get("fit_s") is not None]
+            fit_laters.setdefault(backbone, []).extend(fits)
         if ts[0].get("fold1_s") is not None:
             fold_firsts.setdefault(backbone, []).append(ts[0]["fold1_s"])
             later_folds = [t["fold1_s"] for t in ts[1:] if t.get("fold1_s") is not None]
@@ -1015,6 +1021,9 @@ def cache_measurement(
         f_first, f_later, f_speedup = ratio(
             fold_firsts.get(backbone, []), fold_laters.get(backbone, [])
         )
+        fit_first, fit_later, fit_speedup = ratio(
+            fit_firsts.get(backbone, []), fit_laters.get(backbone, [])
+        )
         out.append(
             {
                 "backbone": backbone,
@@ -1026,6 +1035,9 @@ def cache_measurement(
                 "first_fold1_s": f_first,
                 "later_fold1_median_s": f_later,
                 "fold1_speedup": f_speedup,
+                "fit_first_s": fit_first,
+                "fit_later_median_s": fit_later,
+                "fit_speedup": fit_speedup,
             }
         )
     return out
@@ -1088,22 +1100,29 @@ def report(
     means = shot_means(agg, datasets, shots, systems, seeds)
     checks = acceptance(agg, datasets, shots, seeds)
     cross = crossover(agg, datasets, shots, seeds, medians)
-    measured = [c for c in cache if c["speedup"] is not None]
+    # The check compares fit times (all folds, the same work besides the embeddings): a
+    # trial's wall seconds also hold Tune's scheduling and the worker's per-trial set-up
+    # (about 0.05-0.1 s), the same with or without the cache; both are in the table.
+    measured = [c for c in cache if c.get("fit_speedup") is not None]
     unmeasured = [
         f"{c['backbone']}: no later head-only trial with as many folds"
         for c in cache
-        if c["speedup"] is None
+        if c.get("fit_speedup") is None
     ]
-    if any(c["speedup"] < CACHE_SPEEDUP for c in measured):
+    if any(c["fit_speedup"] < CACHE_SPEEDUP for c in measured):
         speed = "fail"
     else:
         speed = "pass" if measured and not unmeasured else "incomplete"
     checks.append(
         {
             "check": f"head-only trials after the first >= {CACHE_SPEEDUP:.0f}x faster (same "
-            "backbone)",
+            "backbone; fit time over all folds)",
             "status": speed,
-            "value": "; ".join(f"{c['backbone']} {c['speedup']}x" for c in measured) or None,
+            "value": "; ".join(
+                f"{c['backbone']} {c['fit_speedup']}x (trial wall {c['speedup']}x)"
+                for c in measured
+            )
+            or None,
             "missing": unmeasured or ([] if cache else ["no few-shot head-only trial yet"]),
         }
     )
@@ -1245,25 +1264,28 @@ def _markdown(
     if doc["embedding_cache"]:
         lines += [
             "| backbone | studies × max_length | first head-only trial s (median) | "
-            "later trials | later median s | speed-up | first fold s: first trial | "
-            "later trials | speed-up |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "later trials | later median s | speed-up | fit s: first trial | later median | "
+            "speed-up (the check) | first fold s: first trial | later median | speed-up |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in doc["embedding_cache"]:
             cols = [c["backbone"], c["groups"], c["first_s"], c["later_trials"]]
-            cols += [c["later_median_s"], c["speedup"], c["first_fold1_s"]]
-            cols += [c["later_fold1_median_s"], c["fold1_speedup"]]
+            cols += [c["later_median_s"], c["speedup"]]
+            cols += [c.get("fit_first_s"), c.get("fit_later_median_s"), c.get("fit_speedup")]
+            cols += [c["first_fold1_s"], c["later_fold1_median_s"], c["fold1_speedup"]]
             shown = ["–" if v is None else str(v) for v in cols]
-            shown[5] += "x" if c["speedup"] else ""
-            shown[8] += "x" if c["fold1_speedup"] else ""
+            for i in (5, 8, 11):
+                shown[i] += "x" if cols[i] else ""
             lines.append("| " + " | ".join(shown) + " |")
         lines += [
             "",
             "Each automl run starts with a cold embedding cache, so the first head-only "
             "trial with a backbone and max_length computes the embeddings and later ones read "
-            "them. Trial seconds (the check) compare trials that ran as many folds; they also "
-            "hold a fresh Ray worker's start-up, which the first-fold seconds (fit's start to "
-            "the first fold's report: embeddings plus one head) leave out.",
+            "them. Trials are compared with later ones that ran as many folds. Fit seconds "
+            "(the check: fit's start to its last fold's report, the same work besides the "
+            "embeddings) leave out what trial seconds also hold: Tune's scheduling and a Ray "
+            "worker's per-trial set-up (and, for the first, its start-up and imports), the "
+            "same with or without the cache. First-fold seconds: embeddings plus one head.",
         ]
     else:
         lines.append("No few-shot study with head-only trials yet.")
@@ -1303,13 +1325,12 @@ def _store_trials(db: Path) -> list[dict[str, Any]]:
     with Store(db) as store:
         ids = [s["id"] for s in store.list_studies(limit=100000) if s["track"] == "fewshot"]
         trials = [t for sid in ids for t in store.trials(sid)]
-        fold1 = {
-            e["trial_id"]: e["seconds"]
-            for sid in ids
-            for e in store.epochs(study_id=sid)
-            if e["epoch"] == 1
-        }
-    return [{**t, "fold1_s": fold1.get(t["id"])} for t in trials]
+        epochs = [e for sid in ids for e in store.epochs(study_id=sid)]
+    fold1 = {e["trial_id"]: e["seconds"] for e in epochs if e["epoch"] == 1}
+    fit: dict[str, float] = {}  # fit's start to its last fold's report
+    for e in epochs:  # in epoch order per trial
+        fit[e["trial_id"]] = e["seconds"]
+    return [{**t, "fold1_s": fold1.get(t["id"]), "fit_s": fit.get(t["id"])} for t in trials]
 
 
 def write_report(
