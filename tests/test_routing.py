@@ -108,7 +108,13 @@ def test_decision_is_frozen() -> None:
 
 @pytest.mark.parametrize(
     ("per_class", "expected"),
-    [([10, 10], True), ([9, 10], False), ([10, 9, 50], False), ([10, 11, 50], True), ([], False)],
+    [
+        ([40, 40], True),
+        ([39, 40], False),
+        ([40, 39, 50], False),
+        ([40, 41, 50], True),
+        ([], False),
+    ],
 )
-def test_holdout_test_needs_10_in_every_class(per_class: list[int], expected: bool) -> None:
+def test_holdout_test_needs_40_in_every_class(per_class: list[int], expected: bool) -> None:
     assert holdout_test(_labels(per_class)) is expected
