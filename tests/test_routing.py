@@ -12,47 +12,52 @@ def _labels(per_class: list[int]) -> list[str]:
     return [f"c{k}" for k, n in enumerate(per_class) for _ in range(n)]
 
 
-def test_crossover_is_32_for_now() -> None:
-    # The boundary tests below are written against this value.
-    assert FEWSHOT_CROSSOVER == 32
+C = FEWSHOT_CROSSOVER  # the boundary tests below are written against it
 
 
-def test_31_per_class_goes_fewshot() -> None:
-    d = route(_labels([31, 31, 31]), "classification", 300)
+def test_crossover_is_the_measured_one() -> None:
+    # benchmarks/fewshot.py: few-shot wins at 8 and 32 per class; the grid's next is 128
+    assert FEWSHOT_CROSSOVER == 128
+
+
+def test_one_below_the_crossover_goes_fewshot() -> None:
+    d = route(_labels([C - 1] * 3), "classification", 300)
     assert d.track == "fewshot"
-    assert d.examples_per_class == 31
-    assert d.reason.startswith("fewshot: 31 examples per class (median), below the crossover")
+    assert d.examples_per_class == C - 1
+    assert d.reason.startswith(
+        f"fewshot: {C - 1} examples per class (median), below the crossover"
+    )
 
 
-def test_32_per_class_goes_finetune() -> None:
-    d = route(_labels([32, 32, 32]), "classification", 300)
+def test_at_the_crossover_goes_finetune() -> None:
+    d = route(_labels([C] * 3), "classification", 300)
     assert d.track == "finetune"
-    assert d.examples_per_class == 32
-    assert "at or above the crossover of 32" in d.reason
+    assert d.examples_per_class == C
+    assert f"at or above the crossover of {C}" in d.reason
 
 
 def test_median_not_mean_nor_min_decides() -> None:
-    # mean 45, min 5, median 10: the median class is few-shot sized.
-    d = route(_labels([5, 10, 120]), "classification", 300)
+    # min 5, a huge class, median 10: the median class is few-shot sized.
+    d = route(_labels([5, 10, 10 * C]), "classification", 300)
     assert d.track == "fewshot"
     assert (d.examples_per_class, d.min_per_class) == (10, 5)
 
 
-def test_even_class_count_median_between_31_and_32_is_fewshot() -> None:
-    d = route(_labels([31, 32]), "classification", 300)  # median 31.5
+def test_even_class_count_median_just_below_the_crossover_is_fewshot() -> None:
+    d = route(_labels([C - 1, C]), "classification", 300)  # median C - 0.5
     assert d.track == "fewshot"
-    assert d.examples_per_class == 31
+    assert d.examples_per_class == C - 1
 
 
 def test_labels_may_be_class_ids() -> None:
     d = route([0, 1, 2] * 8, "classification", 60)
     assert (d.track, d.examples_per_class, d.min_per_class) == ("fewshot", 8, 8)
-    assert d.reason == "fewshot: 8 examples per class (median), below the crossover of 32"
+    assert d.reason == f"fewshot: 8 examples per class (median), below the crossover of {C}"
 
 
 @pytest.mark.parametrize(
     ("per_class", "close"),
-    [(21, False), (22, True), (31, True), (48, True), (49, False), (200, False)],
+    [(85, False), (86, True), (127, True), (192, True), (193, False), (400, False)],
 )
 def test_close_flag_within_factor_of_crossover(per_class: int, close: bool) -> None:
     d = route(_labels([per_class, per_class]), "classification", 300)
