@@ -574,7 +574,7 @@ def jobs(fmt: str, limit: int, db: str) -> None:
     from automl.jobs import progress
     from automl.store import Store
 
-    out = []
+    out: list[dict[str, Any]] = []
     with Store(db) as store:
         for job in store.list_jobs(limit=limit):
             p = progress(job, store)
@@ -613,16 +613,18 @@ def jobs(fmt: str, limit: int, db: str) -> None:
         table.add_column(col)
     for j in out:
         best = f"{j['metric']} {j['best']:.4f}" if j["best"] is not None else "–"
+        status = str(j["status"])
+        if j["cancel_requested"] and status == "running":
+            status += " (cancelling)"
         table.add_row(
-            j["id"],
-            j["status"]
-            + (" (cancelling)" if j["cancel_requested"] and j["status"] == "running" else ""),
-            j["source_name"] or "",
+            str(j["id"]),
+            status,
+            str(j["source_name"] or ""),
             f"{j['used_s']:.0f} / {j['budget_s']:.0f}",
             str(j["trials_done"]),
             best,
-            j["study_id"] or "",
-            (j["error"] or "")[:80],
+            str(j["study_id"] or ""),
+            str(j["error"] or "")[:80],
         )
     _out_console().print(table)
 
