@@ -611,3 +611,14 @@ def test_smoke_suite_end_to_end_under_five_minutes(tmp_path: Path) -> None:
     statuses = {r["system"]: r["status"] for r in rows}
     print(json.dumps(statuses), f"{took:.0f}s", file=sys.stderr)
     assert statuses["tfidf-lr"] == "ok" and statuses["automl"] == "ok"
+
+
+def test_an_isolated_system_runs_from_a_relative_workdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`automl bench run` passes workdirs under a relative --out (default ./runs); the
+    child runs inside its workdir, so the task file's path must not be relative."""
+    monkeypatch.chdir(tmp_path)
+    result = run_system(SYSTEMS["tfidf-lr"], TINY, 60.0, 0, Path("runs/cell"))
+    assert result.status == "ok", result.error
+    assert len(result.predictions) == len(TINY.test_texts)

@@ -121,6 +121,8 @@ def run_system(
     db: str | None = None,
 ) -> SystemResult:
     """Run `spec` on one cell's data within `budget_s` seconds of wall time."""
+    # absolute: the child runs inside workdir, where a relative path would point elsewhere
+    workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     for name in (FIT_FILE, RESULT_FILE):
         (workdir / name).unlink(missing_ok=True)
