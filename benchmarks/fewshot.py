@@ -70,7 +70,6 @@ import struct
 import subprocess
 import sys
 import time
-import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -83,6 +82,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from automl.bench.splits import eligible_ids, quotas  # noqa: E402  (the one sampling rule)
 from automl.routing import FEWSHOT_CROSSOVER  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -112,8 +112,6 @@ TEST_SIZE = 1000
 WITHIN = 0.01  # "within 1 point of macro-F1"
 AGREE_SHARE = 0.80  # share of (dataset, shots) cells where the auto choice is within WITHIN
 CACHE_SPEEDUP = 10.0  # head-only trials after the first: at least this much faster
-_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND"}
-_NA |= {"1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
 
 
 # --------------------------------------------------------------------------- samples
@@ -130,31 +128,6 @@ def read_rows(path: Path) -> list[tuple[str, str]]:
         return [(r[t], r[lab]) for r in reader]
 
 
-def eligible_ids(rows: list[tuple[str, str]]) -> list[int]:
-    """Row ids a sample may use (the rule in the module docstring)."""
-    seen: set[str] = set()
-    ids = []
-    for i, (text, label) in enumerate(rows):
-        if text.strip() in _NA or label.strip() in _NA:
-            continue
-        key = " ".join(unicodedata.normalize("NFC", text).split())
-        if key not in seen:
-            seen.add(key)
-            ids.append(i)
-    return ids
-
-
-def _quotas(counts: dict[str, int], n: int) -> dict[str, int]:
-    """Stratified quotas summing to n: floors, then the largest remainders (ties by name).
-    Integer arithmetic, so equal remainders tie exactly."""
-    total = sum(counts.values())
-    quota = {c: counts[c] * n // total for c in counts}
-    order = sorted(counts, key=lambda c: (-(counts[c] * n % total), c))
-    for c in order[: n - sum(quota.values())]:
-        quota[c] += 1
-    return quota
-
-
 def build_samples(
     rows: list[tuple[str, str]],
     shots: Iterable[int] = SHOTS,
@@ -168,7 +141,7 @@ def build_samples(
         by_class.setdefault(rows[i][1], []).append(i)
     classes = sorted(by_class)
     n_test = min(test_size, len(ids) // 2)
-    quota = _quotas({c: len(by_class[c]) for c in classes}, n_test)
+    quota = quotas({c: len(by_class[c]) for c in classes}, n_test)
     rng = np.random.default_rng(0)
     test: list[int] = []
     for c in classes:
