@@ -90,30 +90,42 @@ def main(verbose: int) -> None:
     _setup_logging(verbose)
 
 
+def _study_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """DATA and the options of a study, shared by `automl run` and `automl submit`."""
+    options = [
+        click.argument("data", type=click.Path(dir_okay=False)),
+        click.option("--label", help="Label column (auto-detected when omitted)."),
+        click.option("--text", multiple=True, help="Text column(s); repeat to join several."),
+        click.option("--task", type=click.Choice(["classification", "regression"]), default=None),
+        click.option(
+            "--budget", default="5m", show_default=True, help="Hard wall-clock limit: 90s, 5m, 1h."
+        ),
+        click.option(
+            "--trials", type=int, default=None, help="Stop after N trials (default: budget)."
+        ),
+        click.option("--space", type=click.Path(dir_okay=False), help="Search space YAML file."),
+        click.option("--backbone", multiple=True, help="Restrict backbones (repeatable)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--db", default="automl.db", show_default=True, help=DB_HELP),
+        click.option(
+            "--track",
+            type=click.Choice(["auto", "fewshot", "finetune"]),
+            default="auto",
+            show_default=True,
+            help="auto: few-shot (SetFit, frozen-body heads) for few examples per class, "
+            "else fine-tuning.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @main.command()
-@click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--label", help="Label column (auto-detected when omitted).")
-@click.option("--text", multiple=True, help="Text column(s); repeat to join several.")
-@click.option("--task", type=click.Choice(["classification", "regression"]), default=None)
-@click.option(
-    "--budget", default="5m", show_default=True, help="Hard wall-clock limit: 90s, 5m, 1h."
-)
-@click.option("--trials", type=int, default=None, help="Stop after N trials (default: budget).")
-@click.option("--space", type=click.Path(dir_okay=False), help="Search space YAML file.")
-@click.option("--backbone", multiple=True, help="Restrict backbones (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@_study_options
 @click.option("--out", default="runs", show_default=True, help="Folder for run outputs.")
 @click.option("--ray-address", default=None, help="Connect to an existing Ray cluster.")
 @click.option("--cpus", type=int, default=None, help="CPUs for local Ray (default: all).")
-@click.option(
-    "--track",
-    type=click.Choice(["auto", "fewshot", "finetune"]),
-    default="auto",
-    show_default=True,
-    help="auto: few-shot (SetFit, frozen-body heads) for few examples per class, else "
-    "fine-tuning.",
-)
 @_friendly
 def run(
     data: str,
@@ -464,17 +476,7 @@ def studies(db: str, limit: int) -> None:
 
 
 @main.command()
-@click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--label", help="Label column (default: auto-detected).")
-@click.option("--text", multiple=True, help="Text column(s) (default: auto-detected).")
-@click.option("--task", type=click.Choice(["classification", "regression"]), default=None)
-@click.option("--budget", default="5m", show_default=True, help="Wall-clock budget, e.g. 10m.")
-@click.option("--trials", type=int, default=None, help="Stop after N trials (default: budget).")
-@click.option("--space", type=click.Path(dir_okay=False), help="Search space YAML file.")
-@click.option("--backbone", multiple=True, help="Restrict backbones (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--track", type=click.Choice(["auto", "fewshot", "finetune"]), default="auto")
-@click.option("--db", default="automl.db", show_default=True, help=DB_HELP)
+@_study_options
 @_friendly
 def submit(
     data: str,
