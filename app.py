@@ -31,7 +31,8 @@ from automl.store import DEFAULT_DB, Store
 
 PAGES = ("Submit", "Jobs", "Leaderboard", "Compare", "Model", "Benchmarks")
 MAX_UPLOAD_MB = 200  # per file; Streamlit's own default limit, stated on the page
-UPLOAD_TYPES = [s.lstrip(".") for s in jobs.SUFFIXES]  # the suffixes a job keeps as they are
+# the suffixes a job keeps as they are, and zip archives of image folders
+UPLOAD_TYPES = [s.lstrip(".") for s in jobs.SUFFIXES] + ["zip"]
 CURVE_TRIALS = 20  # learning curves of the N best trials: more lines are unreadable
 IMPORTANCE_STATUSES = ("complete", "pruned", "stopped")  # trials whose value is comparable
 NO_STORE = "submit a dataset on the Submit page (or run `automl run DATA --label COL`)"
@@ -131,11 +132,49 @@ def submit_form(path: Path, name: str, db: str) -> None:
         st.error(str(exc))
 
 
+def image_form(folder: Path, name: str, db: str) -> None:
+    """An unpacked image folder: its classes and a few images, options, Check and Submit."""
+    from automl.images import list_images
+
+    try:
+        images, _ = list_images(folder)
+    except AutoMLError as exc:
+        st.error(str(exc))
+        return
+    counts = pd.Series([c for _, c in images], dtype="object").value_counts().sort_index()
+    st.dataframe(
+        counts.rename_axis("class").reset_index(name="images"), hide_index=True, height=200
+    )
+    st.caption(f"{len(images)} image files in {len(counts)} class folders of {name}.")
+    sample = [str(p) for p, _ in images[:: max(1, len(images) // 8)][:8]]
+    if sample:
+        st.image(sample, width=64, caption=[Path(p).parent.name for p in sample])
+    left, mid, _ = st.columns(3)
+    budget = left.text_input("Budget", "2m", key="budget", help="e.g. 90s, 5m or 1h")
+    track = mid.selectbox("Track", ["auto", "fewshot", "finetune"], key="track")
+    options = jobs.JobOptions(track=track)
+    check_clicked = left.button("Check data", key="check")
+    submit_clicked = mid.button("Submit", type="primary", key="submit")
+    try:
+        if check_clicked:
+            checked = check(folder)
+            st.success("The images are fine: a job can train on them.")
+            _show_checked(checked)
+        if submit_clicked:
+            job_id, checked = jobs.submit(folder, options, Budget.parse(budget), db, name)
+            st.success(f"Job {job_id} queued: follow it on the Jobs page.")
+            _show_checked(checked)
+    except AutoMLError as exc:
+        st.error(str(exc))
+
+
 def page_submit(db: str) -> None:
     st.header("Submit a dataset")
     st.caption(
         f"A CSV, TSV, JSON lines or Parquet file of up to {MAX_UPLOAD_MB} MB: one row per "
-        "text, with a label column. A worker trains on it within the budget."
+        "text, with a label column; or a zip of an image folder with one sub-folder per "
+        "class (e.g. pets/cat/1.jpg, pets/dog/2.png). A worker trains on it within the "
+        "budget."
     )
     upload = st.file_uploader(
         f"Dataset (up to {MAX_UPLOAD_MB} MB)",
@@ -146,7 +185,19 @@ def page_submit(db: str) -> None:
     if upload is None:
         st.info("Upload a dataset to preview it, check it and queue a job.")
         return
-    submit_form(_save_upload(upload), upload.name, db)
+    path = _save_upload(upload)
+    if path.suffix == ".zip":
+        from automl.images import extract_zip, unpacked_root
+
+        dest = path.with_suffix("")  # unpacked once per upload, not on every rerun
+        try:
+            folder = unpacked_root(dest) if dest.is_dir() else extract_zip(path, dest)
+        except AutoMLError as exc:
+            st.error(str(exc))
+            return
+        image_form(folder, upload.name, db)
+        return
+    submit_form(path, upload.name, db)
 
 
 # -- Jobs -----------------------------------------------------------------------------------
@@ -261,7 +312,7 @@ def _leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
             "track": [r.get("track") for r in rows],
             "method": [p.get("method") for p in params],  # few-shot: logreg, svm or setfit
             "backbone": [p.get("backbone", p.get("model")) for p in params],
-            "freeze": [p.get("freeze_layers") for p in params],
+            "freeze": [p.get("freeze_layers", p.get("freeze_blocks")) for p in params],
             "lr": [p.get("learning_rate") for p in params],
             "epochs": [r.get("epochs_done") for r in rows],
             **{name: [m.get(name) for m in metrics] for name in names},

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -33,3 +35,20 @@ def file_lock(folder: Path, name: str) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def replace_dir(out_dir: Path, write: Callable[[Path], None]) -> None:
+    """Fill a temp folder beside out_dir with `write(tmp)`, then swap it in with renames:
+    a kill mid-write leaves the previous folder (or a temp folder) behind, never a torn
+    one."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    write(tmp)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)  # rename(2) replaces an empty directory too
+    shutil.rmtree(old, ignore_errors=True)

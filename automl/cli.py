@@ -93,7 +93,7 @@ def main(verbose: int) -> None:
 def _study_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """DATA and the options of a study, shared by `automl run` and `automl submit`."""
     options = [
-        click.argument("data", type=click.Path(dir_okay=False)),
+        click.argument("data", type=click.Path()),
         click.option("--label", help="Label column (auto-detected when omitted)."),
         click.option("--text", multiple=True, help="Text column(s); repeat to join several."),
         click.option("--task", type=click.Choice(["classification", "regression"]), default=None),
@@ -144,7 +144,8 @@ def run(
     track: str,
 ) -> None:
     """Search models for DATA within --budget (fine-tuning, or few-shot for few examples
-    per class); export the best one."""
+    per class); export the best one. DATA is a CSV/TSV/JSONL/Parquet table of texts (or
+    of image paths), or a folder of images with one sub-folder per class."""
     from rich.console import Console
 
     from automl.config import Budget
@@ -190,7 +191,8 @@ def run(
     if test is not None:
         line = f"test {metric}: {test:.4f}"
         if ref is not None:
-            line += f" (TF-IDF reference {ref:.4f}, margin {test - ref:+.4f})"
+            kind = "pixels+LR" if result.data.modality == "image" else "TF-IDF"
+            line += f" ({kind} reference {ref:.4f}, margin {test - ref:+.4f})"
         out_console.print(line)
     out_console.print(f"wall time {result.wall_s:.1f}s of a {parsed} budget")
     out_console.print(f"best model: {result.best_model_dir}")
@@ -262,14 +264,20 @@ def leaderboard(study: str | None, fmt: str, db: str) -> None:
 
 @main.command()
 @click.argument("model_dir", type=click.Path(file_okay=False))
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path())
 @click.option("--out", type=click.Path(dir_okay=False), help="CSV to write (default: stdout).")
-@click.option("--text", multiple=True, help="Text column(s) (default: the model's).")
+@click.option(
+    "--text",
+    multiple=True,
+    help="Text column(s), or an image model's path column (default: the model's).",
+)
 @click.option("--db", default="automl.db", show_default=True, help=DB_HELP + " (unused)")
 @_friendly
 def predict(model_dir: str, data: str, out: str | None, text: tuple[str, ...], db: str) -> None:
     """Predict DATA with an exported model: a CSV with a `prediction` column (plus one
-    probability column per class)."""
+    probability column per class). For an image model DATA is a folder of images (class
+    sub-folders optional) or a table of image paths; each row keeps its image path, and
+    an unreadable image gets an `error` instead of a prediction."""
     from automl.predict import predict_file
 
     result = predict_file(model_dir, data, out, list(text) or None)
@@ -288,20 +296,26 @@ def assets() -> None:
 @click.option("--all", "include_large", is_flag=True, help="Also the large rung (mpnet-base).")
 @click.option("--force", is_flag=True, help="Rebuild even when already prepared.")
 @click.option(
-    "--datasets", "with_data", is_flag=True, help="Also the benchmark datasets (downloads)."
+    "--datasets",
+    "with_data",
+    is_flag=True,
+    help="Also the benchmark datasets, text and image (downloads).",
 )
 @click.option("--db", default="automl.db", show_default=True, help=DB_HELP + " (unused)")
 @_friendly
 def assets_fetch(include_large: bool, force: bool, with_data: bool, db: str) -> None:
-    """Prepare backbones S and M (and L with --all) into the asset cache; with --datasets
-    also the benchmark datasets (SpamAssassin, MR, CoNLL-2010) as clean CSVs, checksummed
+    """Prepare backbones S and M (and L with --all) and the image backbone (MobileNetV2)
+    into the asset cache; with --datasets
+    also the benchmark datasets: text (SpamAssassin, MR, CoNLL-2010) as clean CSVs,
+    checksummed, and images (digits, Fashion-MNIST) as folders of PNGs, one per class
     (`automl bench run` prepares the ones its suite needs by itself)."""
     from automl import backbones
 
     if with_data:
         from automl.datasets import fetch_datasets
+        from automl.datasets.images import fetch_image_datasets
 
-        for name, path in fetch_datasets():
+        for name, path in fetch_datasets() + fetch_image_datasets():
             click.echo(f"dataset {name:<16} ready  {path}")
     names = [n for n, b in backbones.BACKBONES.items() if include_large or b.rung != "L"]
     for name in names:
@@ -310,20 +324,42 @@ def assets_fetch(include_large: bool, force: bool, with_data: bool, db: str) -> 
         click.echo(
             f"{backbones.BACKBONES[name].label:<24} ready in {time.time() - t0:4.1f}s  {path}"
         )
+    from automl.vision import backbones as image_backbones
+
+    for name in image_backbones.IMAGE_BACKBONES:  # ImageNet CNNs for image datasets
+        t0 = time.time()
+        path = image_backbones.prepare(name, force=force)
+        click.echo(f"{name + ' (image)':<24} ready in {time.time() - t0:4.1f}s  {path}")
 
 
 @assets.command("list")
 @click.option("--db", default="automl.db", show_default=True, help=DB_HELP + " (unused)")
 @_friendly
 def assets_list(db: str) -> None:
-    """List the backbone registry and what is prepared."""
+    """List the backbone registries (text and image) and the image datasets, and what is
+    prepared."""
     from automl import backbones
+    from automl.datasets import images
 
     for row in backbones.describe():
         state = "ready" if row["prepared"] else "not prepared"
         click.echo(
             f"{row['name']:<12} {row['rung']}  {row['params_millions']:>6.1f}M  "
             f"{row['layers']:>2} layers  {state:<12} {row['description']}"
+        )
+    from automl.vision import backbones as image_backbones
+
+    for row in image_backbones.describe():
+        state = "ready" if row["prepared"] else "not prepared"
+        click.echo(
+            f"{row['name']:<12} image {row['params_millions']:>4.1f}M  "
+            f"{row['blocks']:>2} blocks  {state:<12} {row['description']}"
+        )
+    for row in images.describe():
+        state = "ready" if row["prepared"] else "not prepared"
+        click.echo(
+            f"{row['name']:<14} images {row['images']:>6,}  {row['size']:>5}  "
+            f"{row['classes']:>2} classes  {state:<12} {row['description']}"
         )
 
 

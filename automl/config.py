@@ -106,6 +106,9 @@ class PreparedData:
     source: str  # file path or "<dataframe>"
     report: CleaningReport
     seed: int = 0
+    # "text": Split.texts hold texts; "image": they hold absolute image file paths
+    # (automl.images), and text_columns names the image-path column.
+    modality: str = "text"
 
     @property
     def num_labels(self) -> int:

@@ -527,6 +527,7 @@ class CheckedData:
     label_column: str
     source: str
     report: CleaningReport
+    modality: str = "text"  # "image": frame["text"] holds absolute image paths
 
 
 def check(
@@ -540,7 +541,16 @@ def check(
     if isinstance(source, pd.DataFrame):
         df, name = source.rename(columns=str), "<dataframe>"
     else:
+        if Path(source).is_dir():  # a folder with one sub-folder per class
+            from automl.images import check_images
+
+            return check_images(source, label, task=task)
         df, name = load_table(source), str(source)
+        if text is None:  # a table of image paths (and labels) is an image dataset
+            from automl.images import check_images, find_image_column
+
+            if find_image_column(df) is not None:
+                return check_images(source, label, task=task, frame=df)
     text_columns, label_column = detect_columns(df, label, text, source=name)
     kind = detect_task(df[label_column], task)
     cleaned, report = clean(df, text_columns, label_column, kind, source=name)
@@ -589,6 +599,7 @@ def split_checked(
         source=name,
         report=report,
         seed=seed,
+        modality=checked.modality,
     )
 
 

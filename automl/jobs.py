@@ -76,9 +76,10 @@ def submit(
     service's data folder under a generated name, and queue a job. Returns the job id and
     the checked data (its cleaning report is what the user sees before the job runs)."""
     path = Path(data)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(
-            f"{data}: no such file: pass the path of a CSV, TSV, JSONL or Parquet file"
+            f"{data}: no such file: pass the path of a CSV, TSV, JSONL or Parquet file, or "
+            "a folder of images with one sub-folder per class"
         )
     if budget.seconds < MIN_JOB_BUDGET_S:
         raise ConfigError(
@@ -95,11 +96,23 @@ def submit(
     job_id = new_job_id()
     folder = data_dir(db)
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()  # check() above accepted it: it tells the format
-    target = folder / f"{job_id}{suffix}"
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(path, tmp)
-    tmp.replace(target)
+    if path.is_dir():  # a folder of images: copied whole (its class sub-folders)
+        target = folder / job_id
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(path, tmp)
+        tmp.replace(target)
+    elif checked.modality == "image":
+        # A table of image paths is read where it is: its paths are relative to its own
+        # folder, which a copy elsewhere would break.
+        target = path.resolve()
+        logger.info("job %s reads the image table %s in place", job_id, target)
+    else:
+        suffix = path.suffix.lower()  # check() above accepted it: it tells the format
+        target = folder / f"{job_id}{suffix}"
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(path, tmp)
+        tmp.replace(target)
     with Store(db) as store:
         store.submit_job(
             job_id=job_id,

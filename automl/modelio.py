@@ -31,7 +31,9 @@ class ModelMeta:
     max_length: int
     backbone: str
     text_columns: list[str]
-    format: str = "transformers"  # "transformers" | "setfit" (automl.fewshot_model)
+    # "transformers" | "setfit" (automl.fewshot_model) | "image" (automl.vision.model;
+    # max_length is then the input side, text_columns the image-path column)
+    format: str = "transformers"
     version: int = 1
     # setfit folders only (defaults keep older automl.json files loadable):
     head: str = ""  # the head's class name, e.g. "LogisticRegression", "SetFitHead"
@@ -94,8 +96,10 @@ def load_model_dir(path: str | Path) -> tuple[Any, Any, ModelMeta]:
     """Load (model, tokenizer, meta) from a model folder, offline, no remote code.
 
     Dispatches on automl.json's format: "transformers" gives a transformers model;
-    "setfit" gives an `automl.fewshot_model.FewShotModel` and its body's tokenizer.
-    Either way `predict_logits(model, tokenizer, texts, meta.max_length)` scores texts.
+    "setfit" gives an `automl.fewshot_model.FewShotModel` and its body's tokenizer;
+    "image" gives an `automl.vision.model.ImageClassifier` and its ImageConfig in the
+    tokenizer's place. Either way `predict_logits(model, tokenizer, texts,
+    meta.max_length)` scores texts (image paths for an image model).
     """
     ensure_offline()
     meta = read_meta(path)
@@ -104,10 +108,15 @@ def load_model_dir(path: str | Path) -> tuple[Any, Any, ModelMeta]:
 
         fewshot = load_fewshot_dir(path)
         return fewshot, fewshot.tokenizer, meta
+    if meta.format == "image":
+        from automl.vision.model import load_image_model
+
+        image_model, image_config = load_image_model(path)
+        return image_model, image_config, meta
     if meta.format != "transformers":
         raise ModelError(
             f"{Path(path) / META_FILE} names the model format {meta.format!r}, which this "
-            "version of automl cannot load (it knows 'transformers' and 'setfit'): "
+            "version of automl cannot load (it knows 'transformers', 'setfit' and 'image'): "
             "upgrade automl or export the model again"
         )
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -146,6 +155,10 @@ def predict_logits(
 
     if isinstance(model, FewShotModel):
         return model.logits(texts, batch_size=batch_size)
+    if type(model).__name__ == "ImageClassifier":  # texts are image paths
+        from automl.vision.model import path_logits
+
+        return path_logits(model, tokenizer, texts)
     device = device or next(model.parameters()).device
     n = len(texts)
     order = sorted(range(n), key=lambda i: len(texts[i]))

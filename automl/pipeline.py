@@ -47,7 +47,7 @@ from automl.search import (
     stop_ray,
     warm_imports,
 )
-from automl.spaces import SearchSpace, load_space
+from automl.spaces import SearchSpace, default_space_path, load_space
 from automl.store import DEFAULT_DB, Store, new_study_id
 from automl.trainers.base import Trainer, TrainerRef
 
@@ -334,7 +334,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
         )
         if options.cancel_file:
             watch = _CancelWatch(options.cancel_file, deadline_file, best_deadline)
-        trainer = _trainer(decision.track)
+        trainer = _trainer(decision.track, data.modality)
         first_trial = threading.Event()  # warm up once trials run: Tune's start holds the GIL
         export_ready = background.submit(
             _low_priority, _warm_export, trainer, list(plan.paths.values()), first_trial
@@ -397,7 +397,13 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
                 route_reason=decision.reason,
                 cv=_cv_text(plan.folds, data) if plan.fewshot else "",
                 no_test_reason=plan.no_test_reason,
-                model_format="setfit" if plan.fewshot else "transformers",
+                model_format=(
+                    "image"
+                    if data.modality == "image"
+                    else "setfit"
+                    if plan.fewshot
+                    else "transformers"
+                ),
             ),
         )
         shutil.rmtree(work_dir / "trials", ignore_errors=True)  # the best one was copied
@@ -599,9 +605,18 @@ def _export_best(
     return best, test_metrics
 
 
-def _trainer(track: str) -> Trainer:
+def _trainer(track: str, modality: str = "text") -> Trainer:
     """The track's trainer, by name: each trial worker imports it (torch, transformers:
     1-2 s), the driver does not until it refits or exports."""
+    if modality == "image":
+        if track == "fewshot":
+            return TrainerRef(
+                "automl.trainers.image_fewshot",
+                "ImageFewShotTrainer",
+                n_splits=CV_SPLITS,
+                n_repeats=CV_REPEATS,
+            )
+        return TrainerRef("automl.trainers.image", "ImageTrainer")
     if track == "fewshot":
         return TrainerRef(
             "automl.trainers.fewshot", "FewShotTrainer", n_splits=CV_SPLITS, n_repeats=CV_REPEATS
@@ -625,7 +640,9 @@ def _plan_and_reference(
     if fewshot:
         data, no_test_reason = _fewshot_splits(data)
     metric = "macro_f1" if data.task == "classification" else "rmse"
-    bb_spec, len_spec = space.get("backbone"), space.get("max_length")
+    image = data.modality == "image"
+    bb_spec = space.get("backbone")
+    len_spec = space.get("image_size" if image else "max_length")
     names = [str(v) for v in bb_spec.values] if bb_spec else []
     depth = {n: backbones.BACKBONES[n].num_layers for n in names if n in backbones.BACKBONES}
     lengths = [int(v) for v in len_spec.values] if len_spec and len_spec.values else [128]
@@ -635,9 +652,14 @@ def _plan_and_reference(
     if fewshot:  # the winner is refitted on all data after the search
         after += REFIT_SHARE * max(0.0, end - time.time() - RAY_STARTUP_S)
     # Each trial stops in time for its own model's export; none runs past `latest`.
-    trial_deadline = TrialDeadline.plan(
-        end, data.test.texts, lengths, depth or {"": 6}, floor=RAY_SHUTDOWN_S, after=after
-    )
+    if image:
+        trial_deadline = TrialDeadline.plan_images(
+            end, len(data.test), lengths, names, floor=RAY_SHUTDOWN_S, after=after
+        )
+    else:
+        trial_deadline = TrialDeadline.plan(
+            end, data.test.texts, lengths, depth or {"": 6}, floor=RAY_SHUTDOWN_S, after=after
+        )
     export_s = end - after - trial_deadline.earliest()
     search = True
     if trial_deadline.earliest() - time.time() < RAY_STARTUP_S + MIN_SEARCH_S:
@@ -649,7 +671,13 @@ def _plan_and_reference(
                 f"{int(need) + 30}s or more"
             )
         search = False
-    paths = {n: str(backbones.resolve(n)) for n in names}  # unknown name: a clear error now
+    # an unknown name is a clear error now
+    if image:
+        from automl.vision import backbones as image_backbones
+
+        paths = {n: str(image_backbones.resolve(n)) for n in names}
+    else:
+        paths = {n: str(backbones.resolve(n)) for n in names}
     folds: list[tuple[Any, Any]] = []
     if fewshot:
         from automl.cv import cv_folds
@@ -686,16 +714,22 @@ def _route(
     requested = options.track
     if user_space is not None and requested == "auto":
         requested = user_space.track  # the user's space file names its track
-    decision = route(labels, data.task, options.budget.seconds, requested)
+    if user_space is not None and user_space.modality != data.modality:
+        raise ConfigError(
+            f"--space {options.space} is a space for {user_space.modality} data but "
+            f"{data.source} holds {data.modality} data: pass a {data.modality} space "
+            f"(e.g. {default_space_path(user_space.track, data.modality)})"
+        )
+    decision = route(labels, data.task, options.budget.seconds, requested, data.modality)
     if user_space is not None and user_space.track != decision.track:
         raise ConfigError(
             f"--space {options.space} is a {user_space.track!r} space but the track is "
             f"{decision.track!r}: pass a {decision.track} space or --track {user_space.track}"
         )
-    space = user_space or load_space(None, track=decision.track)
+    space = user_space or load_space(None, track=decision.track, modality=data.modality)
     if options.backbones:
         space = space.with_choices("backbone", list(options.backbones))
-    if user_space is None and decision.track == "fewshot":
+    if user_space is None and decision.track == "fewshot" and data.modality == "text":
         space = _fewshot_methods(space, options.budget.seconds)
     return decision, space
 
@@ -760,6 +794,9 @@ def _warm_export(
 
     first_trial.wait(timeout=10.0)
 
+    if isinstance(trainer, TrainerRef) and trainer.module.startswith("automl.trainers.image"):
+        trainer.load()  # torch, the vision modules (and the few-shot refit's sklearn)
+        return
     modelio.warm_up(backbone_paths)
     if isinstance(trainer, TrainerRef) and trainer.module == "automl.trainers.fewshot":
         trainer.load()
@@ -850,6 +887,7 @@ def _summary(data: PreparedData) -> dict[str, Any]:
         "label_names": list(data.label_names),
         "text_columns": list(data.text_columns),
         "label_column": data.label_column,
+        "modality": data.modality,
     }
 
 

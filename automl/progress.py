@@ -125,7 +125,7 @@ def leaderboard_table(rows: list[dict[str, Any]], metric: str, title: str = "") 
             str(r.get("status")),
             track,
             str(p.get("backbone", p.get("model", ""))),
-            str(p.get("freeze_layers", "")),
+            str(p.get("freeze_layers", p.get("freeze_blocks", ""))),
             f"{lr:.1e}" if isinstance(lr, int | float) else "",
             str(r.get("epochs_done") or ""),
             _fmt(m.get(metric), m.get(f"{metric}_std")),

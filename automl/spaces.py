@@ -21,7 +21,8 @@ _FIELDS = {
     "int": {"type", "low", "high", "log", "init"},
     "choice": {"type", "values", "init"},
 }
-_TOP_KEYS = {"track", "params"}
+_TOP_KEYS = {"track", "modality", "params"}
+MODALITIES = ("text", "image")
 # The parameters each track's trainer understands; anything else is a typo.
 KNOWN_PARAMS: dict[str, frozenset[str]] = {
     "finetune": frozenset(
@@ -61,7 +62,30 @@ KNOWN_PARAMS: dict[str, frozenset[str]] = {
             "max_steps",
         }
     ),
+    # automl/trainers/image.py (modality: image, track: finetune)
+    "image-finetune": frozenset(
+        {
+            "backbone",
+            "freeze_blocks",
+            "learning_rate",
+            "weight_decay",
+            "dropout",
+            "label_smoothing",
+            "epochs",
+            "batch_size",
+            "image_size",
+            "augment_strength",
+            "flip",
+            "patience",
+        }
+    ),
+    # automl/trainers/image_fewshot.py (modality: image, track: fewshot)
+    "image-fewshot": frozenset({"method", "backbone", "image_size", "C"}),
 }
+
+
+def _known_key(track: str, modality: str) -> str:
+    return track if modality == "text" else f"{modality}-{track}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,7 @@ class SearchSpace:
     track: str
     params: tuple[ParamSpec, ...]
     source: str = "<memory>"
+    modality: str = "text"  # "image": search_spaces/image*.yaml
 
     def get(self, name: str) -> ParamSpec | None:
         return next((p for p in self.params if p.name == name), None)
@@ -109,16 +134,23 @@ class SearchSpace:
             self.track,
             tuple(new if p.name == name else p for p in self.params),
             self.source,
+            self.modality,
         )
 
 
-def default_space_path(track: str = "finetune") -> Path:
+def default_space_path(track: str = "finetune", modality: str = "text") -> Path:
+    """search_spaces/<track>.yaml for text; image.yaml / image_fewshot.yaml for images."""
+    if modality == "image":
+        return SPACES_DIR / ("image.yaml" if track == "finetune" else "image_fewshot.yaml")
     return SPACES_DIR / f"{track}.yaml"
 
 
-def load_space(path: str | Path | None = None, track: str = "finetune") -> SearchSpace:
-    """Read and validate a search space YAML file (default: search_spaces/<track>.yaml)."""
-    path = Path(path) if path else default_space_path(track)
+def load_space(
+    path: str | Path | None = None, track: str = "finetune", modality: str = "text"
+) -> SearchSpace:
+    """Read and validate a search space YAML file (default: the track's and modality's file
+    in search_spaces/)."""
+    path = Path(path) if path else default_space_path(track, modality)
     if not path.is_file():
         raise ConfigError(f"search space file {path} not found: pass an existing --space FILE")
     try:
@@ -138,13 +170,19 @@ def parse_space(raw: Any, source: str = "<memory>") -> SearchSpace:
             f"{source}: unknown key {sorted(unknown)[0]!r}; allowed keys: {sorted(_TOP_KEYS)}"
         )
     track = raw.get("track", "finetune")
-    if track not in KNOWN_PARAMS:
-        raise ConfigError(f"{source}: unknown track {track!r}; choose one of {list(KNOWN_PARAMS)}")
+    if track not in ("finetune", "fewshot"):
+        raise ConfigError(f"{source}: unknown track {track!r}; choose one of finetune, fewshot")
+    modality = raw.get("modality", "text")
+    if modality not in MODALITIES:
+        raise ConfigError(
+            f"{source}: unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}"
+        )
     params_raw = raw.get("params")
     if not isinstance(params_raw, dict) or not params_raw:
         raise ConfigError(f"{source}: 'params' must be a non-empty mapping of parameters")
-    specs = [_parse_param(name, spec, source, track) for name, spec in params_raw.items()]
-    return SearchSpace(track=track, params=tuple(specs), source=source)
+    key = _known_key(track, modality)
+    specs = [_parse_param(name, spec, source, key) for name, spec in params_raw.items()]
+    return SearchSpace(track=track, params=tuple(specs), source=source, modality=modality)
 
 
 def _parse_param(name: str, spec: Any, source: str, track: str) -> ParamSpec:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import shutil
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from automl._files import replace_dir
 from automl.config import EpochResult, PreparedData, TrialContext
 from automl.errors import AssetError, ConfigError, DataError, TrainingDiverged
 from automl.metrics import compute_metrics, metric_names
@@ -573,16 +572,9 @@ def _better(value: float, best: float | None, mode: str) -> bool:
 
 
 def _save_atomic(model: Any, tokenizer: Any, meta: ModelMeta, out_dir: Path) -> None:
-    """Write the model folder beside out_dir, then swap it in with renames: a kill
-    mid-save leaves the previous best folder (or a temp folder) behind, never a torn one."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    for leftover in (tmp, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    save_model_dir(model, tokenizer, meta, tmp)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)  # rename(2) replaces an empty directory too
-    shutil.rmtree(old, ignore_errors=True)
+    """Write the model folder beside out_dir, then swap it in (automl._files.replace_dir)."""
+
+    def write(tmp: Path) -> None:
+        save_model_dir(model, tokenizer, meta, tmp)
+
+    replace_dir(out_dir, write)

@@ -1,0 +1,1 @@
+"""Image classification: ImageNet CNN backbones as compact torch modules (no torchvision)."""
