@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 DEMO_BUDGET ?= 2m
 PYTEST_ARGS ?=
 
-.PHONY: install assets demo test test-browser test-all lint bench-budget bench-quality bench-fewshot bench-smoke clean
+.PHONY: install assets demo test test-browser test-bench-smoke test-all lint bench-budget bench-quality bench-fewshot bench-smoke clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ test: install
 test-browser: install assets
 	@set +e; $(PY) -m pytest -m browser $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no browser test: failing" >&2; exit 1; fi; \
+	exit $$rc
+
+# The benchmark smoke suite through the real `automl bench run` (marker slow): every system
+# on Fortunes-8, 30 s each; asserts < 5 minutes and a report row per system. Run by CI.
+test-bench-smoke: install assets
+	@set +e; $(PY) -m pytest -m slow tests/test_bench.py -k smoke_suite $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no smoke test: failing" >&2; exit 1; fi; \
 	exit $$rc
 
 test-all: install

@@ -540,6 +540,11 @@ def check(
     here, before anything expensive starts."""
     if isinstance(source, pd.DataFrame):
         df, name = source.rename(columns=str), "<dataframe>"
+        if text is None:  # a frame of image paths (absolute, or relative to the cwd)
+            from automl.images import check_images, find_image_column
+
+            if find_image_column(df) is not None:
+                return check_images(name, label, task=task, frame=df)
     else:
         if Path(source).is_dir():  # a folder with one sub-folder per class
             from automl.images import check_images

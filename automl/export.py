@@ -193,7 +193,11 @@ def write_model_card(model_dir: str | Path, info: CardInfo) -> Path:
         what = f"A logistic-regression head on frozen ImageNet `{backbone}` features"
     else:
         what = f"Fine-tuned `{backbone}`"
-    reference = "raw pixels + logistic regression" if image else "TF-IDF + linear model"
+    reference = (
+        "raw pixels + logistic regression on at most 5,000 training images"
+        if image
+        else "TF-IDF + linear model"
+    )
     val_name = "cross-validation (mean)" if info.cv else "validation"
     keys = sorted(k for k in (info.test_metrics or info.val_metrics) if not k.endswith("_std"))
     lines = [

@@ -184,12 +184,13 @@ def check_images(
             f"--task {task} is not supported for images: the image track trains classifiers; "
             "drop --task or pass --task classification"
         )
+    in_memory = frame is not None and str(source) == "<dataframe>"
     src = Path(source)
     name = str(source)
     escaped: list[str] = []
     missing_files: list[str] = []
     no_label = 0
-    if src.is_dir():
+    if not in_memory and src.is_dir():
         pairs, others = list_images(src)
         root = src.resolve()
         rows = [(p, lbl) for p, lbl in pairs]
@@ -204,7 +205,9 @@ def check_images(
                 f"{', '.join(IMAGE_EXTENSIONS)}); pass --image COLUMN"
             )
         label_column = _label_column(df, image_column, label, name)
-        root = src.resolve().parent
+        # A file's paths are read relative to its folder and may not leave it; a data
+        # frame's (the Python API) are absolute or relative to the working directory.
+        root = Path.cwd().resolve() if in_memory else src.resolve().parent
         rows = []
         others = []
         rows_in = len(df)
@@ -217,7 +220,7 @@ def check_images(
                 no_label += 1
                 continue
             path = (root / str(raw).strip()).resolve()
-            if not path.is_relative_to(root):
+            if not in_memory and not path.is_relative_to(root):
                 escaped.append(f"{where} {str(raw)!r}")
                 continue
             if not path.is_file():

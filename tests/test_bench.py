@@ -622,3 +622,29 @@ def test_an_isolated_system_runs_from_a_relative_workdir(
     result = run_system(SYSTEMS["tfidf-lr"], TINY, 60.0, 0, Path("runs/cell"))
     assert result.status == "ok", result.error
     assert len(result.predictions) == len(TINY.test_texts)
+
+
+# -- images -----------------------------------------------------------------------------
+
+
+def test_image_suite_and_digits_cells_use_the_published_split(tmp_path: Path) -> None:
+    """Image datasets keep their published train/test split (index.csv, pinned by
+    sha256 in splits.json); pixels-lr learns digits; text systems refuse images."""
+    image = load_suite("image")
+    assert set(image.systems) == {"pixels-lr", "automl"} and image.budgets == (600.0,)
+    data = bench_data("digits", Sample(), 0)
+    assert data.modality == "image"
+    assert (len(data.train_texts), len(data.test_texts)) == (1437, 360)
+    assert not set(data.train_texts) & set(data.test_texts)
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in data.test_texts[:20])
+    small = bench_data("digits", Sample(max_train=200, max_test=100), 1)
+    assert (len(small.train_texts), len(small.test_texts)) == (200, 100)
+    assert set(small.train_texts) <= set(data.train_texts)
+    pixels = SystemSpec("pixels-lr-here", SYSTEMS["pixels-lr"].target, "", isolated=False)
+    result = run_system(pixels, data, 120.0, 0, tmp_path / "pixels")
+    assert result.status == "ok", result.error
+    right = sum(p == y for p, y in zip(result.predictions, data.test_labels, strict=True))
+    assert right / len(data.test_labels) > 0.9
+    tfidf = SystemSpec("tfidf-here", SYSTEMS["tfidf-lr"].target, "", isolated=False)
+    refused = run_system(tfidf, data, 60.0, 0, tmp_path / "tfidf")
+    assert refused.status == "unavailable" and "takes text data" in (refused.error or "")

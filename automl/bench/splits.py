@@ -80,6 +80,7 @@ class BenchData:
     train_labels: tuple[str, ...]
     test_texts: tuple[str, ...]
     test_labels: tuple[str, ...]
+    modality: str = "text"  # "image": the texts are absolute image paths
 
 
 # ------------------------------------------------------------------------------ the rule
@@ -216,6 +217,10 @@ def bench_data(
 ) -> BenchData:
     """The data of one (dataset, sample, seed) cell, checked against the committed split."""
     splits = load_splits(path) if splits is None else splits
+    from automl.datasets.images import IMAGE_DATASETS
+
+    if name in IMAGE_DATASETS:
+        return _image_bench_data(name, sample, seed, label, splits, path)
     rows = _checked_rows(name, splits, path)
     entry = splits["datasets"][name]
     test = list(entry["test"])
@@ -246,6 +251,52 @@ def bench_data(
     )
 
 
+def _image_bench_data(
+    name: str, sample: Sample, seed: int, label: str | None, splits: dict[str, Any], path: Path
+) -> BenchData:
+    """An image dataset's cell: its own published train/test split (index.csv's `split`
+    column), the index file's sha256 pinned in splits.json; `max_train` / `max_test`
+    take stratified samples as for text. Paths are absolute."""
+    from automl.datasets.images import image_dataset_path
+
+    folder = image_dataset_path(name)
+    index = folder / "index.csv"
+    entry = splits["datasets"].get(name)
+    got = sha256_file(index)
+    if entry is None or entry.get("sha256") != got:
+        raise DataError(
+            f"{index} has sha256 {got[:12]}…, but {path.name} pins "
+            f"{(entry or {}).get('sha256', 'nothing')[:12]}… for {name!r}: rebuild the "
+            f"dataset (automl.datasets.images.prepare_image_dataset({name!r}, force=True))"
+        )
+    with open(index, encoding="utf-8", newline="") as fh:
+        records = list(csv.DictReader(fh))
+    rows = [(str(folder / r["image"]), r["label"]) for r in records]
+    train = [i for i, r in enumerate(records) if r["split"] == "train"]
+    test = [i for i, r in enumerate(records) if r["split"] == "test"]
+    if sample.shots is not None:
+        by_class = _by_class(train, rows)
+        rng = np.random.default_rng(seed)
+        train = sorted(
+            i for c in sorted(by_class) for i in rng.permutation(by_class[c])[: sample.shots]
+        )
+    elif sample.max_train is not None and sample.max_train < len(train):
+        train = _stratified(_by_class(train, rows), sample.max_train, seed)
+    if sample.max_test is not None and sample.max_test < len(test):
+        test = _stratified(_by_class(test, rows), sample.max_test, 0)
+    order = np.random.default_rng(seed).permutation(len(train))
+    train = [train[i] for i in order]
+    return BenchData(
+        name=label or name,
+        dataset=name,
+        train_texts=tuple(rows[i][0] for i in train),
+        train_labels=tuple(rows[i][1] for i in train),
+        test_texts=tuple(rows[i][0] for i in test),
+        test_labels=tuple(rows[i][1] for i in test),
+        modality="image",
+    )
+
+
 def make_splits(
     names: Iterable[str],
     pins: dict[str, set[tuple[Sample, int]]],
@@ -255,9 +306,18 @@ def make_splits(
     """Build the split file for `names`, pinning the (sample, seed) checksums in `pins`;
     refuse to change an existing file unless `force`."""
     from automl.datasets import dataset_path
+    from automl.datasets.images import IMAGE_DATASETS, image_dataset_path
 
     doc: dict[str, Any] = {"version": 1, "rule": "see automl/bench/splits.py", "datasets": {}}
     for name in names:
+        if name in IMAGE_DATASETS:  # its published split; the index file is pinned
+            index = image_dataset_path(name) / "index.csv"
+            doc["datasets"][name] = {
+                "csv": index.name,
+                "sha256": sha256_file(index),
+                "test": "published (index.csv split column)",
+            }
+            continue
         csv_path = dataset_path(name)
         rows = read_rows(csv_path)
         test = holdout_ids(rows)

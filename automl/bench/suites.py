@@ -205,8 +205,11 @@ def _dataset(v: Any) -> DatasetEntry:
             f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(_DATASET_KEYS))}"
         )
     name = spec.get("name")
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    from automl.datasets.images import IMAGE_DATASETS
+
+    known = {*DATASETS, *IMAGE_DATASETS}
+    if name not in known:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(known))}")
     limits = {k: spec.get(k) for k in ("max_train", "max_test")}
     for key, value in limits.items():
         if value is not None and (

@@ -59,6 +59,11 @@ SYSTEMS: dict[str, SystemSpec] = {
             "TF-IDF word 1-2 grams + logistic regression (the leaderboard's reference row)",
         ),
         SystemSpec(
+            "pixels-lr",
+            f"{_PKG}.pixels_lr:fit",
+            "raw pixels (at most 32 x 32) + logistic regression (image studies' reference row)",
+        ),
+        SystemSpec(
             "glove-lr",
             f"{_PKG}.glove_lr:fit",
             "mean GloVe 6B 50-d word vector + logistic regression",

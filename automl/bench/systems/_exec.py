@@ -133,6 +133,7 @@ def run_system(
         "metric": metric,
         "name": data.name,
         "db": None if db is None else str(Path(db).resolve()),
+        "modality": data.modality,
     }
     if not spec.isolated:
         task = FitTask(data.train_texts, data.train_labels, started_at=time.time(), **fields)

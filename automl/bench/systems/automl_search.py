@@ -20,11 +20,13 @@ def fit(task: FitTask) -> Fitted:
     from automl.pipeline import RunOptions, run
 
     scratch = Path(task.workdir) / "scratch"
+    image = task.modality == "image"
+    column = "image" if image else "text"
     result = run(
         RunOptions(
-            data=pd.DataFrame({"text": task.texts, "label": task.labels}),
+            data=pd.DataFrame({column: task.texts, "label": task.labels}),
             label="label",
-            text=("text",),
+            text=None if image else ("text",),  # images: the path column is detected
             task="classification",
             budget=Budget(task.budget_s),
             seed=task.seed,

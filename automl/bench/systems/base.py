@@ -56,6 +56,15 @@ class FitTask:
     metric: str = "macro_f1"  # what the suite compares ("macro_f1" or "accuracy")
     name: str = "data"  # the cell's dataset label, for naming files and studies
     db: str | None = None  # the bench store: the automl system records its study there
+    modality: str = "text"  # "image": texts are absolute image paths
+
+    def require(self, modality: str, system: str) -> None:
+        """Raise SystemUnavailable when this system cannot take the task's modality."""
+        if self.modality != modality:
+            raise SystemUnavailable(
+                f"{system} takes {modality} data; {self.name} is {self.modality} data: "
+                "leave it out of this suite's systems"
+            )
 
     @property
     def deadline(self) -> float:

@@ -21,6 +21,7 @@ CHUNK = 64  # texts encoded between two looks at the clock
 
 
 def fit(task: FitTask) -> Fitted:
+    task.require("text", "embed-lr")
     from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegression
 

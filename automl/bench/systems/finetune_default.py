@@ -15,6 +15,7 @@ PREDICT_BATCH = 64
 
 
 def fit(task: FitTask) -> Fitted:
+    task.require("text", "finetune-default")
     import torch
     from transformers import (
         AutoModelForSequenceClassification,

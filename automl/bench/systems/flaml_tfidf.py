@@ -26,6 +26,7 @@ PACKAGES = "flaml==2.7.0 lightgbm==4.7.0 xgboost-cpu==3.2.0"
 
 
 def fit(task: FitTask) -> Fitted:
+    task.require("text", "flaml")
     try:
         from flaml.automl import AutoML  # needs xgboost and lightgbm too
     except ImportError as exc:

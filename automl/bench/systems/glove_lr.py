@@ -46,6 +46,7 @@ def embed(texts: Sequence[str], index: dict[str, int], vectors: np.ndarray) -> n
 
 
 def fit(task: FitTask) -> Fitted:
+    task.require("text", "glove-lr")
     from sklearn.linear_model import LogisticRegression
 
     index, vectors = load_vectors()

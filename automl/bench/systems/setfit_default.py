@@ -26,6 +26,7 @@ def _accuracy(y_pred: Any, y_test: Any) -> dict[str, float]:  # a callable: no h
 
 
 def fit(task: FitTask) -> Fitted:
+    task.require("text", "setfit-default")
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 

@@ -9,6 +9,7 @@ from automl.bench.systems.base import FitTask, Fitted
 
 
 def fit(task: FitTask) -> Fitted:
+    task.require("text", "tfidf-lr")
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
