@@ -134,7 +134,7 @@ def submit_form(path: Path, name: str, db: str) -> None:
 
 def image_form(folder: Path, name: str, db: str) -> None:
     """An unpacked image folder: its classes and a few images, options, Check and Submit."""
-    from automl.images import list_images
+    from automl.images import list_images, read_image
 
     try:
         images, _ = list_images(folder)
@@ -146,9 +146,15 @@ def image_form(folder: Path, name: str, db: str) -> None:
         counts.rename_axis("class").reset_index(name="images"), hide_index=True, height=200
     )
     st.caption(f"{len(images)} image files in {len(counts)} class folders of {name}.")
-    sample = [str(p) for p, _ in images[:: max(1, len(images) // 8)][:8]]
-    if sample:
-        st.image(sample, width=64, caption=[Path(p).parent.name for p in sample])
+    shown, captions = [], []
+    for path, cls in images[:: max(1, len(images) // 8)][:8]:
+        try:
+            shown.append(read_image(path))
+        except Exception:  # unreadable: counted by Check data, not shown
+            continue
+        captions.append(cls)
+    if shown:
+        st.image(shown, width=64, caption=captions)
     left, mid, _ = st.columns(3)
     budget = left.text_input("Budget", "2m", key="budget", help="e.g. 90s, 5m or 1h")
     track = mid.selectbox("Track", ["auto", "fewshot", "finetune"], key="track")

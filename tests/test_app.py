@@ -313,6 +313,40 @@ def test_submit_errors_are_one_line_messages(db: Path, small_csv: bytes) -> None
         assert len(store.list_jobs()) == 2  # the fixture's only
 
 
+def test_submit_a_zip_of_an_image_folder(db: Path, tmp_path: Path) -> None:
+    """A zip of class folders: the classes are listed, Check data reports the images
+    (a broken one skipped and counted), Submit queues a job on a copy of the folder."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for cls, value in (("cat", 40), ("dog", 200)):
+            for i in range(3):
+                png = io.BytesIO()
+                pixels = np.full((12, 12, 3), value + i, dtype=np.uint8)
+                Image.fromarray(pixels).save(png, format="PNG")
+                zf.writestr(f"pets/{cls}/{i}.png", png.getvalue())
+        zf.writestr("pets/dog/broken.png", b"not an image")
+    at = _app("Submit")
+    at.file_uploader(key="upload").set_value(("pets.zip", buf.getvalue(), "application/zip"))
+    at.run()
+    assert not at.exception and not at.error
+    assert "7 image files in 2 class folders of pets.zip" in _texts(at.caption)
+    at.button(key="check").click().run()
+    assert "1 unreadable images skipped" in _texts(at.markdown)
+    at.button(key="submit").click().run()
+    assert not at.error
+    job_id = re.search(r"Job (job-\S+) queued", at.success[0].value).group(1)  # type: ignore[union-attr]
+    with Store(db) as store:
+        job = store.get_job(job_id)
+    folder = Path(job["data_path"])
+    assert folder.is_dir() and sorted(p.name for p in folder.iterdir()) == ["cat", "dog"]
+
+
 def test_submit_without_upload_says_what_to_do(db: Path) -> None:
     at = _app("Submit")
     assert "Upload a dataset" in at.info[0].value
