@@ -10,8 +10,8 @@ model folder saved (automl.vision.model). Deadline-aware like the text trainer: 
 is not started when it, an evaluation and a save would not end before the deadline.
 
 An "epoch" is a pass over the training images, or over EPOCH_MAX_IMAGES of them when
-there are more, so a large dataset still reports (ASHA's rungs, checkpoints) every few
-minutes on a CPU.
+there are more, so a large dataset still reports (ASHA's rungs, checkpoints) every minute
+or two on a CPU; validation scores at most VAL_MAX_IMAGES of the validation images.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from automl.vision.model import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULTS", "EPOCH_MAX_IMAGES", "ImageTrainer", "image_meta"]
+__all__ = ["DEFAULTS", "EPOCH_MAX_IMAGES", "VAL_MAX_IMAGES", "ImageTrainer", "image_meta"]
 
 # Defaults for keys a caller leaves out: the `init` values of search_spaces/image.yaml.
 DEFAULTS: dict[str, Any] = {
@@ -66,7 +66,11 @@ DEFAULTS: dict[str, Any] = {
     "flip": "h",
     "patience": 2,
 }
-EPOCH_MAX_IMAGES = 12_000
+EPOCH_MAX_IMAGES = 6_000
+# Validation after every epoch scores at most this many validation images (a fixed random
+# subset: +-0.8 points of accuracy at worst), so on a large dataset evaluating does not
+# cost as much as training; the exported model is scored on the whole test split.
+VAL_MAX_IMAGES = 3_000
 _WARMUP_SHARE = 0.05
 _EVAL_BATCH = 128
 _SAFETY_S = 0.1
@@ -178,7 +182,7 @@ class ImageTrainer:
             if math.isnan(train_loss):
                 break
             grace = 0.0 if results else _GRACE_S
-            if partial and time.time() + run.costs.eval_s(len(data.val)) > (
+            if partial and time.time() + run.costs.eval_s(len(run.val_y)) > (
                 ctx.current_deadline() + grace
             ):
                 break
@@ -238,7 +242,11 @@ class _Run:
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         cache = pixel_cache_dir()
         self.train_px = load_pixels(data.train.texts, side, cache)
-        self.val_px = load_pixels(data.val.texts, side, cache)
+        val_idx = np.arange(len(data.val))
+        if len(val_idx) > VAL_MAX_IMAGES:
+            val_idx = np.sort(np.random.default_rng(0).permutation(len(val_idx))[:VAL_MAX_IMAGES])
+        self.val_px = np.asarray(load_pixels(data.val.texts, side, cache))[val_idx]
+        self.val_y = np.asarray(data.val.labels)[val_idx]
         self.y = torch.tensor(np.asarray(data.train.labels, dtype=np.int64))
         self.augment = build_augment(hp.augment_strength, hp.flip, hp.image_size)
         if self.augment is not None:
@@ -273,7 +281,7 @@ class _Run:
         idx = self._next_indices()
         self.model.train()
         set_frozen_eval(self.model.backbone, self.frozen_blocks)
-        n_val = len(self.data.val)
+        n_val = len(self.val_y)
         loss_sum, seen = 0.0, 0
         for b in range(0, len(idx), self.hp.batch_size):
             batch = np.sort(idx[b : b + self.hp.batch_size])  # sorted reads from the memmap
@@ -312,9 +320,9 @@ class _Run:
 
     def evaluate(self, best: float | None) -> tuple[dict[str, float], bool]:
         t0 = time.time()
-        logits = pixel_logits(self.model, self.cfg, np.asarray(self.val_px), _EVAL_BATCH)
-        metrics = compute_metrics("classification", self.data.val.labels, logits)
-        self.costs.eval_per_image = (time.time() - t0) / max(1, len(self.data.val))
+        logits = pixel_logits(self.model, self.cfg, self.val_px, _EVAL_BATCH)
+        metrics = compute_metrics("classification", self.val_y, logits)
+        self.costs.eval_per_image = (time.time() - t0) / max(1, len(self.val_y))
         value = metrics[self.ctx.metric]
         improved = (
             best is None
