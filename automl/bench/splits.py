@@ -239,15 +239,29 @@ def bench_data(
                 "sampling rule or numpy's generator changed): results would not compare "
                 "with earlier runs; rebuild with `python -m automl.bench.splits --force`"
             )
+    return _cell(label or name, name, rows, train, test, seed)
+
+
+def _cell(
+    label: str,
+    name: str,
+    rows: Sequence[tuple[str, str]],
+    train: list[int],
+    test: list[int],
+    seed: int,
+    modality: str = "text",
+) -> BenchData:
+    """The cell's data: training rows in an order shuffled with default_rng(seed)."""
     order = np.random.default_rng(seed).permutation(len(train))
     train = [train[i] for i in order]
     return BenchData(
-        name=label or name,
+        name=label,
         dataset=name,
         train_texts=tuple(rows[i][0] for i in train),
         train_labels=tuple(rows[i][1] for i in train),
         test_texts=tuple(rows[i][0] for i in test),
         test_labels=tuple(rows[i][1] for i in test),
+        modality=modality,
     )
 
 
@@ -284,17 +298,7 @@ def _image_bench_data(
         train = _stratified(_by_class(train, rows), sample.max_train, seed)
     if sample.max_test is not None and sample.max_test < len(test):
         test = _stratified(_by_class(test, rows), sample.max_test, 0)
-    order = np.random.default_rng(seed).permutation(len(train))
-    train = [train[i] for i in order]
-    return BenchData(
-        name=label or name,
-        dataset=name,
-        train_texts=tuple(rows[i][0] for i in train),
-        train_labels=tuple(rows[i][1] for i in train),
-        test_texts=tuple(rows[i][0] for i in test),
-        test_labels=tuple(rows[i][1] for i in test),
-        modality="image",
-    )
+    return _cell(label or name, name, rows, train, test, seed, "image")
 
 
 def make_splits(
