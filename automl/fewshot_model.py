@@ -32,6 +32,7 @@ from automl.modelio import (
     write_meta,
 )
 from automl.paths import ensure_offline
+from automl.tfidf_head import TFIDF_FILES, TfidfHead, average_logits
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,19 @@ class FewShotModel:
     probabilities (exactly predict_proba for logistic-regression and SetFit heads).
     """
 
-    def __init__(self, body: Any, weight: np.ndarray, bias: np.ndarray, meta: ModelMeta) -> None:
+    def __init__(
+        self,
+        body: Any,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        meta: ModelMeta,
+        tfidf: TfidfHead | None = None,
+    ) -> None:
         self.body = body
         self.weight = np.asarray(weight, dtype=np.float64)
         self.bias = np.asarray(bias, dtype=np.float64)
         self.meta = meta
+        self.tfidf = tfidf  # logreg_tfidf: probabilities averaged with a TF-IDF classifier
 
     @property
     def num_classes(self) -> int:
@@ -92,10 +101,15 @@ class FewShotModel:
     def logits(self, texts: list[str] | tuple[str, ...], batch_size: int = 64) -> np.ndarray:
         """Raw head outputs, shape (n, num_classes), in input order."""
         emb = self.embed(texts, batch_size).astype(np.float64)
-        return (emb @ self.weight.T + self.bias).astype(np.float32)
+        out = emb @ self.weight.T + self.bias
+        if self.tfidf is not None and len(texts):
+            out = average_logits(out, self.tfidf.logits(texts))
+        return out.astype(np.float32)
 
 
-def save_fewshot_dir(model: Any, meta: ModelMeta, path: str | Path) -> Path:
+def save_fewshot_dir(
+    model: Any, meta: ModelMeta, path: str | Path, tfidf: TfidfHead | None = None
+) -> Path:
     """Save a trained `setfit.SetFitModel` as a few-shot model folder.
 
     The head must be linear: a fitted sklearn classifier with `coef_`/`intercept_`
@@ -103,7 +117,9 @@ def save_fewshot_dir(model: Any, meta: ModelMeta, path: str | Path) -> Path:
     differentiable `SetFitHead` (single-label). Its class ids are positions in
     `meta.label_names` (sklearn heads may also be fitted on the names themselves).
     automl.json records format "setfit", the head's class name, whether embeddings are
-    normalised, and the body's max_seq_length as max_length. Returns the folder.
+    normalised, and the body's max_seq_length as max_length. With `tfidf` (the
+    logreg_tfidf method) its files are saved too, and predictions average both. Returns
+    the folder.
     """
     path = Path(path)
     if meta.task != "classification":
@@ -136,7 +152,7 @@ def save_fewshot_dir(model: Any, meta: ModelMeta, path: str | Path) -> Path:
         meta,
         format=FORMAT,
         max_length=int(max_length),
-        head=type(model.model_head).__name__,
+        head=type(model.model_head).__name__ + ("+TfidfHead" if tfidf is not None else ""),
         normalize_embeddings=bool(getattr(model, "normalize_embeddings", False)),
     )
 
@@ -151,6 +167,8 @@ def save_fewshot_dir(model: Any, meta: ModelMeta, path: str | Path) -> Path:
     finally:
         model.labels = old_labels
     _write_head(path / HEAD_FILE, weight, bias, meta.head)
+    if tfidf is not None:
+        tfidf.save(path)
     write_meta(meta, path)  # last: a folder with automl.json is complete
     return path
 
@@ -199,7 +217,8 @@ def load_fewshot_dir(path: str | Path) -> FewShotModel:
             "models; export the model again"
         )
     body.eval()
-    return FewShotModel(body, weight, bias, meta)
+    tfidf = TfidfHead.load(path) if (path / TFIDF_FILES[0]).is_file() else None
+    return FewShotModel(body, weight, bias, meta, tfidf)
 
 
 def _embedding_dimension(body: Any) -> int | None:

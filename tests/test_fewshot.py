@@ -186,7 +186,7 @@ def _fit(
     return results, reported
 
 
-@pytest.mark.parametrize("method", ["logreg", "svm"])
+@pytest.mark.parametrize("method", ["logreg", "svm", "logreg_tfidf"])
 def test_head_only_reports_one_result_per_fold(
     method: str, tiny_backbone: Path, tiny_data: PreparedData, tmp_path: Path
 ) -> None:
@@ -200,6 +200,29 @@ def test_head_only_reports_one_result_per_fold(
     assert reported[0].metrics["macro_f1_std"] == 0.0  # one fold so far
     assert reported[-1].metrics["macro_f1"] > 0.7  # the topics are linearly separable
     assert not (tmp_path / "trial").exists()  # a trial saves no model
+
+
+def test_refit_logreg_tfidf_saves_both_heads_and_predicts_their_average(
+    tiny_backbone: Path, tiny_data: PreparedData, tmp_path: Path
+) -> None:
+    from automl.fewshot_model import load_fewshot_dir
+    from automl.tfidf_head import TFIDF_FILES, TfidfHead, average_logits
+
+    params = _params(tiny_backbone, method="logreg_tfidf", C=0.5)
+    out = FewShotTrainer().refit(tiny_data, params, str(tmp_path / "best"), seed=0)
+    assert all((out / name).is_file() for name in TFIDF_FILES)
+    loaded = load_fewshot_dir(out)
+    assert loaded.tfidf is not None and loaded.meta.head == "LogisticRegression+TfidfHead"
+    texts, y = fs._pooled(tiny_data)
+    features = embeddings.embed(str(tiny_backbone), texts, max_length=32)
+    head = fs._fit_head(fs._Hparams.from_params(params), features, y, seed=0)
+    words = TfidfHead.fit(texts, y, 3, seed=0)
+    expected = average_logits(fs._head_logits(head, features, 3), words.logits(texts))
+    got = loaded.logits(texts).astype(np.float64)
+    np.testing.assert_allclose(_softmax(got), _softmax(expected), atol=1e-4)
+    # the TF-IDF part alone survives the round trip exactly
+    again = TfidfHead.load(out)
+    np.testing.assert_allclose(again.logits(texts), words.logits(texts), atol=1e-4)
 
 
 def test_fit_is_deterministic_for_a_seed(

@@ -184,14 +184,25 @@ def test_setfit_is_searched_only_in_budgets_where_it_can_finish_a_fold(
 
     space = load_space(None, track="fewshot")
     monkeypatch.setattr(pipeline, "_has_gpu", lambda: False)
-    short = pipeline._fewshot_methods(space, 60.0)
+    short = pipeline._fewshot_methods(space, 60.0, 32)
     assert "setfit" not in short.get("method").values
-    assert set(short.get("method").values) == {"logreg", "svm"}
+    assert set(short.get("method").values) == {"logreg", "svm", "logreg_tfidf"}
     assert short.init_config()["method"] == space.init_config()["method"]
-    long = pipeline._fewshot_methods(space, pipeline.SETFIT_MIN_BUDGET_S)
+    long = pipeline._fewshot_methods(space, pipeline.SETFIT_MIN_BUDGET_S, 32)
     assert "setfit" in long.get("method").values
     monkeypatch.setattr(pipeline, "_has_gpu", lambda: True)
-    assert "setfit" in pipeline._fewshot_methods(space, 60.0).get("method").values
+    assert "setfit" in pipeline._fewshot_methods(space, 60.0, 32).get("method").values
+
+
+def test_tfidf_averaging_is_searched_from_sixteen_examples_per_class() -> None:
+    from automl import pipeline
+    from automl.spaces import load_space
+
+    space = load_space(None, track="fewshot")
+    few = pipeline._fewshot_methods(space, 600.0, pipeline.TFIDF_MIN_PER_CLASS - 1)
+    assert "logreg_tfidf" not in few.get("method").values
+    enough = pipeline._fewshot_methods(space, 600.0, pipeline.TFIDF_MIN_PER_CLASS)
+    assert "logreg_tfidf" in enough.get("method").values
 
 
 def test_a_head_only_winner_is_refitted_even_with_little_time_left() -> None:

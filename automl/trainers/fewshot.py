@@ -37,13 +37,16 @@ from automl.cv import cv_folds, summarize
 from automl.embeddings import embed, load_body
 from automl.errors import ConfigError, DataError
 from automl.metrics import compute_metrics, metric_names
+from automl.tfidf_head import TfidfHead, average_logits
 from automl.trainers.base import ReportFn
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULTS", "METHODS", "FewShotTrainer"]
 
-METHODS = ("logreg", "svm", "setfit")
+# logreg_tfidf: the logreg head's probabilities averaged with a TF-IDF + logistic
+# regression classifier's (automl.tfidf_head), both head-only and cheap.
+METHODS = ("logreg", "svm", "logreg_tfidf", "setfit")
 HEADS = ("logreg", "differentiable")
 SAMPLING_STRATEGIES = ("oversampling", "undersampling", "unique")  # setfit 1.2's names
 
@@ -184,6 +187,11 @@ class FewShotTrainer:
                 if features is not None:
                     head = _fit_head(hp, features[train_idx], y[train_idx], ctx.seed)
                     logits = _head_logits(head, features[val_idx], data.num_labels)
+                    if hp.method == "logreg_tfidf":
+                        words = TfidfHead.fit(
+                            [texts[i] for i in train_idx], y[train_idx], data.num_labels, ctx.seed
+                        )
+                        logits = average_logits(logits, words.logits([texts[i] for i in val_idx]))
                     train_loss = math.nan
                 else:
                     # The body's training stops early enough for the head's fit and the
@@ -240,6 +248,9 @@ class FewShotTrainer:
         texts, y = _pooled(data)
         seed = data.seed if seed is None else seed
         _seed_everything(seed)
+        words = (
+            TfidfHead.fit(texts, y, data.num_labels, seed) if hp.method == "logreg_tfidf" else None
+        )
         if hp.head_only:
             from setfit import SetFitModel
 
@@ -268,7 +279,7 @@ class FewShotTrainer:
             text_columns=list(data.text_columns),
             format="setfit",
         )
-        return Path(save_fewshot_dir(model, meta, output_dir))
+        return Path(save_fewshot_dir(model, meta, output_dir, tfidf=words))
 
 
 def _use_threads(ctx: TrialContext) -> None:
