@@ -941,8 +941,10 @@ def cache_measurement(
     studies: Iterable[str], trials: Iterable[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Embedding-cache speed-up from the bench store. In each few-shot study, head-only
-    trials (method logreg/svm) with the same backbone and max_length share one embedding
-    matrix: the first such trial computes it (a cold cache), later ones read it. Per
+    trials (method logreg/svm/logreg_tfidf) with the same backbone and max_length share one
+    embedding matrix: the first such trial computes it (a cold cache), later ones read it;
+    the later trials compared are logreg/svm ones (a logreg_tfidf trial also fits TF-IDF
+    models, which no cache serves). Per
     backbone: the median over studies of the first trial's seconds vs the median of the
     later trials that ran as many folds as the first (equal work besides the embedding).
     Trial seconds also hold a fresh Ray worker's start-up and imports, so the same ratio is
@@ -954,7 +956,7 @@ def cache_measurement(
         p = t.get("params") or {}
         if (
             t["study_id"] in wanted
-            and p.get("method") in ("logreg", "svm")
+            and p.get("method") in ("logreg", "svm", "logreg_tfidf")
             and t.get("status") != "failed"
             and t.get("seconds")
         ):
@@ -970,7 +972,12 @@ def cache_measurement(
     for (_, backbone, _), ts in groups.items():
         ts.sort(key=lambda t: t["number"])
         firsts.setdefault(backbone, []).append(ts[0]["seconds"])
-        alike = [t for t in ts[1:] if t.get("epochs_done") == ts[0].get("epochs_done")]
+        alike = [
+            t
+            for t in ts[1:]
+            if t.get("epochs_done") == ts[0].get("epochs_done")
+            and (t.get("params") or {}).get("method") in ("logreg", "svm")
+        ]
         laters.setdefault(backbone, []).extend(t["seconds"] for t in alike)
         if ts[0].get("fit_s") is not None:
             fit_firsts.setdefault(backbone, []).append(ts[0]["fit_s"])
@@ -978,7 +985,12 @@ def cache_measurement(
             fit_laters.setdefault(backbone, []).extend(fits)
         if ts[0].get("fold1_s") is not None:
             fold_firsts.setdefault(backbone, []).append(ts[0]["fold1_s"])
-            later_folds = [t["fold1_s"] for t in ts[1:] if t.get("fold1_s") is not None]
+            later_folds = [
+                t["fold1_s"]
+                for t in ts[1:]
+                if t.get("fold1_s") is not None
+                and (t.get("params") or {}).get("method") in ("logreg", "svm")
+            ]
             fold_laters.setdefault(backbone, []).extend(later_folds)
 
     def ratio(first: list[float], later: list[float]) -> tuple[Any, Any, Any]:
