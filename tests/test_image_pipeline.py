@@ -184,3 +184,22 @@ def test_few_images_per_class_take_the_fewshot_track(
     assert rows_lb and all("macro_f1_std" in (r.get("metrics") or {}) for r in rows_lb)
     df = predict_file(best, table)
     assert (df["prediction"].astype(str) == df["label"].astype(str)).mean() >= 0.8
+
+
+def test_python_api_takes_a_frame_of_absolute_image_paths(
+    tmp_path: Path, digits: Path
+) -> None:
+    """What `automl bench`'s automl system does: a DataFrame of absolute paths (no file to
+    be relative to) is an image dataset; predict takes paths."""
+    from automl import AutoML
+
+    index = pd.read_csv(digits / "index.csv")
+    rows = index[index["label"].astype(str).isin(["0", "1"])].groupby("label").head(40)
+    df = pd.DataFrame(
+        {"image": [str(digits / p) for p in rows["image"]], "label": rows["label"].astype(str)}
+    )
+    model = AutoML(budget="50s", max_trials=2, db=str(tmp_path / "s.db"), out=str(tmp_path))
+    model.fit(df, label="label")
+    assert read_meta(model.best_model_dir_).format == "image"
+    preds = model.predict(df["image"].tolist()[:10])
+    assert set(preds) <= {"0", "1"}
