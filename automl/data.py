@@ -540,22 +540,17 @@ def check(
     here, before anything expensive starts."""
     if isinstance(source, pd.DataFrame):
         df, name = source.rename(columns=str), "<dataframe>"
-        if text is None:  # a frame of image paths (absolute, or relative to the cwd)
-            from automl.images import check_images, find_image_column
+    elif Path(source).is_dir():  # a folder with one sub-folder per class
+        from automl.images import check_images
 
-            if find_image_column(df) is not None:
-                return check_images(name, label, task=task, frame=df)
+        return check_images(source, label, task=task)
     else:
-        if Path(source).is_dir():  # a folder with one sub-folder per class
-            from automl.images import check_images
-
-            return check_images(source, label, task=task)
         df, name = load_table(source), str(source)
-        if text is None:  # a table of image paths (and labels) is an image dataset
-            from automl.images import check_images, find_image_column
+    if text is None:  # a table of image paths (and labels) is an image dataset
+        from automl.images import check_images, find_image_column
 
-            if find_image_column(df) is not None:
-                return check_images(source, label, task=task, frame=df)
+        if find_image_column(df) is not None:
+            return check_images(name, label, task=task, frame=df)
     text_columns, label_column = detect_columns(df, label, text, source=name)
     kind = detect_task(df[label_column], task)
     cleaned, report = clean(df, text_columns, label_column, kind, source=name)

@@ -155,9 +155,9 @@ def predict_logits(
 
     if isinstance(model, FewShotModel):
         return model.logits(texts, batch_size=batch_size)
-    if type(model).__name__ == "ImageClassifier":  # texts are image paths
-        from automl.vision.model import path_logits
+    from automl.vision.model import ImageClassifier, path_logits
 
+    if isinstance(model, ImageClassifier):  # texts are image paths
         return path_logits(model, tokenizer, texts)
     device = device or next(model.parameters()).device
     n = len(texts)
