@@ -186,9 +186,7 @@ def test_few_images_per_class_take_the_fewshot_track(
     assert (df["prediction"].astype(str) == df["label"].astype(str)).mean() >= 0.8
 
 
-def test_python_api_takes_a_frame_of_absolute_image_paths(
-    tmp_path: Path, digits: Path
-) -> None:
+def test_python_api_takes_a_frame_of_absolute_image_paths(tmp_path: Path, digits: Path) -> None:
     """What `automl bench`'s automl system does: a DataFrame of absolute paths (no file to
     be relative to) is an image dataset; predict takes paths."""
     from automl import AutoML

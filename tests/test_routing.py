@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from automl.errors import ConfigError, DataError
-from automl.routing import FEWSHOT_CROSSOVER, RouteDecision, holdout_test, route
+from automl.routing import CLOSE_FACTOR, FEWSHOT_CROSSOVER, RouteDecision, holdout_test, route
 
 
 def _labels(per_class: list[int]) -> list[str]:
@@ -16,8 +18,8 @@ C = FEWSHOT_CROSSOVER  # the boundary tests below are written against it
 
 
 def test_crossover_is_the_measured_one() -> None:
-    # benchmarks/fewshot.py: few-shot wins at 8 and 32 per class; the grid's next is 128
-    assert FEWSHOT_CROSSOVER == 128
+    # benchmarks/fewshot.py: few-shot wins at 8, 32 and 128 per class; the suggestion is 129
+    assert FEWSHOT_CROSSOVER == 129
 
 
 def test_one_below_the_crossover_goes_fewshot() -> None:
@@ -55,9 +57,14 @@ def test_labels_may_be_class_ids() -> None:
     assert d.reason == f"fewshot: 8 examples per class (median), below the crossover of {C}"
 
 
+_LOW = math.ceil(C / CLOSE_FACTOR)  # the first count close to the crossover
+_HIGH = math.floor(C * CLOSE_FACTOR)  # the last
+
+
 @pytest.mark.parametrize(
     ("per_class", "close"),
-    [(85, False), (86, True), (127, True), (192, True), (193, False), (400, False)],
+    [(_LOW - 1, False), (_LOW, True), (C - 1, True), (_HIGH, True), (_HIGH + 1, False)]
+    + [(400, False)],
 )
 def test_close_flag_within_factor_of_crossover(per_class: int, close: bool) -> None:
     d = route(_labels([per_class, per_class]), "classification", 300)
