@@ -24,6 +24,17 @@ class Trainer(Protocol):
     ) -> list[EpochResult]: ...
 
 
+def use_threads(ctx: TrialContext) -> None:
+    """Follow the search's thread allowance (more cores once this trial runs alone)."""
+    threads = ctx.current_threads()
+    if threads is None:
+        return
+    import torch  # here, not at import: the driver loads this module without torch
+
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+
+
 class TrainerRef:
     """A trainer named by module and class, built on first use.
 

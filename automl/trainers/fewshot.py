@@ -38,7 +38,7 @@ from automl.embeddings import embed, load_body
 from automl.errors import ConfigError, DataError
 from automl.metrics import compute_metrics, metric_names
 from automl.tfidf_head import TfidfHead, average_logits
-from automl.trainers.base import ReportFn
+from automl.trainers.base import ReportFn, use_threads
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class FewShotTrainer:
                 # time only: the embeddings computed before the first fold are not repeated.
                 per_fold = max(fold_seconds) if fold_seconds else 0.0
                 deadline = ctx.current_deadline()
-                _use_threads(ctx)
+                use_threads(ctx)
                 if results and time.time() + per_fold >= deadline:
                     logger.debug("deadline reached after %d of %d folds", len(results), len(folds))
                     break
@@ -280,16 +280,6 @@ class FewShotTrainer:
             format="setfit",
         )
         return Path(save_fewshot_dir(model, meta, output_dir, tfidf=words))
-
-
-def _use_threads(ctx: TrialContext) -> None:
-    """Follow the search's thread allowance (more cores once this trial runs alone)."""
-    threads = ctx.current_threads()
-    if threads is not None:
-        import torch
-
-        if threads != torch.get_num_threads():
-            torch.set_num_threads(threads)
 
 
 def _backbone_path(params: dict[str, Any]) -> str:

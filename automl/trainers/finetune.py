@@ -39,7 +39,7 @@ from automl.modelio import (
 from automl.paths import ensure_offline
 from automl.trainers._prefix_cache import PrefixCache
 from automl.trainers.augment import AUGMENT_METHODS, augment_batch
-from automl.trainers.base import ReportFn
+from automl.trainers.base import ReportFn, use_threads
 
 logger = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ class _Run:
                     finish,
                 )
                 return (loss_sum / seen * self.y_std**2 if seen else math.nan), True
-            _use_threads(self.ctx)
+            use_threads(self.ctx)
             loss = self._step(ids, batch)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -397,14 +397,6 @@ class _Run:
                 _save_atomic(self.model, self.tokenizer, self.meta, Path(self.ctx.output_dir))
                 self.costs.save_s = time.time() - t_save
         return metrics, improved
-
-
-def _use_threads(ctx: TrialContext) -> None:
-    """Follow the search's thread allowance (more cores once this trial runs alone)."""
-    threads = ctx.current_threads()
-    if threads is not None and threads != torch.get_num_threads():
-        logger.debug("using %d CPU threads", threads)
-        torch.set_num_threads(threads)
 
 
 def _load(data: PreparedData, params: dict[str, Any], hp: _Hparams) -> tuple[Any, Any]:

@@ -35,7 +35,7 @@ from automl.errors import ConfigError, DataError, TrainingDiverged
 from automl.images import load_pixels, pixel_cache_dir, pixel_side
 from automl.metrics import compute_metrics, metric_names
 from automl.modelio import ModelMeta, select_device, write_meta
-from automl.trainers.base import ReportFn
+from automl.trainers.base import ReportFn, use_threads
 from automl.vision.augment import FLIPS, build_augment
 from automl.vision.model import (
     ImageClassifier,
@@ -289,7 +289,7 @@ class _Run:
             finish = self.costs.next_batch_s() + self.costs.eval_s(n_val) + self.costs.save_s
             if now + finish + _SAFETY_S > self.ctx.current_deadline():
                 return (loss_sum / seen if seen else math.nan), True
-            _use_threads(self.ctx)
+            use_threads(self.ctx)
             loss = self._step(batch)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -344,9 +344,3 @@ def save_image(model: ImageClassifier, cfg: ImageConfig, meta: ModelMeta, out_di
         write_meta(meta, tmp)
 
     replace_dir(out_dir, write)
-
-
-def _use_threads(ctx: TrialContext) -> None:
-    threads = ctx.current_threads()
-    if threads is not None and threads != torch.get_num_threads():
-        torch.set_num_threads(threads)
