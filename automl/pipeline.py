@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,10 +55,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Fixed costs measured on 2 CPU cores: Ray start-up and first trial ≈ 4-5 s; shutdown
-# ≈ 1.5 s, overlapped with the export; leaving the process ≈ 0.5 s.
+# ≈ 1.5 s, overlapped with the export; from the study's end to the process's exit 0.05-0.1 s
+# (benchmarks/budget.py: the command's wall against the study's).
 RAY_STARTUP_S = 5.0
 RAY_SHUTDOWN_S = 1.5
-EXIT_S = 0.5
+EXIT_S = 0.25
 SAFETY_SHARE = 0.005
 MIN_SEARCH_S = 10.0  # less than this cannot train one useful epoch
 # Few-shot cross-validation: folds x repeats; every fold is one report (ASHA's rungs).
@@ -164,7 +165,9 @@ class _BestDeadline:
 
 
 class _StoreObserver:
-    """Writes every search event to the store, then tells the listener."""
+    """Writes every search event to the store, then tells the listener. The reference
+    row (fitted in a thread while the trials run) is written at the first event after it
+    is ready: the store's connection belongs to this (the main) thread."""
 
     def __init__(
         self,
@@ -174,11 +177,40 @@ class _StoreObserver:
         track: str,
         started: threading.Event | None = None,
         deadlines: _BestDeadline | None = None,
+        reference: Future[ReferenceResult] | None = None,
     ) -> None:
         self.store, self.study_id, self.listener = store, study_id, listener
         self.track, self.started, self.deadlines = track, started, deadlines
+        self.reference, self.reference_stored = reference, False
+
+    def store_reference(self, wait: bool = False) -> ReferenceResult | None:
+        """Write the reference row once it is ready (wait=True: wait for it; its error,
+        if any, is raised)."""
+        ref_future = self.reference
+        if ref_future is None:
+            return None
+        if not wait and (not ref_future.done() or ref_future.exception() is not None):
+            return None  # not ready, or failed: the wait=True call after the search raises
+        ref = ref_future.result()
+        if not self.reference_stored:
+            self.reference_stored = True
+            self.store.upsert_trial(
+                self.study_id,
+                number=0,
+                track="reference",
+                status="complete",
+                params=ref.params,
+                # validation metrics rank it; its test metrics ride along for the card
+                metrics={
+                    **ref.val_metrics,
+                    **{f"test_{k}": v for k, v in ref.test_metrics.items()},
+                },
+                seconds=ref.seconds,
+            )
+        return ref
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self.store_reference()
         if self.started is not None:
             self.started.set()
         if self.deadlines is not None:
@@ -189,6 +221,7 @@ class _StoreObserver:
         self.listener.trial_started(number, params)
 
     def epoch_reported(self, number: int, epoch: EpochResult) -> None:
+        self.store_reference()
         if self.deadlines is not None:
             self.deadlines.reported(number, epoch)
         self.store.add_epoch(
@@ -201,6 +234,7 @@ class _StoreObserver:
         self.listener.epoch_reported(number, epoch)
 
     def trial_ended(self, r: TrialRecord) -> None:
+        self.store_reference()
         self.store.upsert_trial(
             self.study_id,
             number=r.number,
@@ -263,20 +297,26 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
         ray_address=options.ray_address,
     )
     # Ray's start-up (ray.init must run in the main thread) is the critical path to the
-    # first trial: the split, routing, the TF-IDF reference and Tune's imports run beside
-    # it (at normal priority: a niced thread holding the GIL slowed ray.init more than it
-    # saved). The driver never imports torch before the trials run (they get a
-    # TrainerRef); the export's dependencies are imported while they train.
-    background = ThreadPoolExecutor(2, thread_name_prefix="automl-bg")
+    # first trial: the split, routing and Tune's imports run beside it (at normal priority:
+    # a niced thread holding the GIL slowed ray.init more than it saved). The TF-IDF
+    # reference waits for the first trial: beside Ray's start-up it competed for the two
+    # cores and delayed the first trial by about a second. The driver never imports torch
+    # before the trials run (they get a TrainerRef); the export's dependencies are
+    # imported while they train.
+    background = ThreadPoolExecutor(3, thread_name_prefix="automl-bg")
+    first_trial = threading.Event()  # set when a trial starts: Tune's start holds the GIL
     started = False
     created = False
     watch: _CancelWatch | None = None
     try:
-        planned = background.submit(_plan_and_reference, options, checked, user_space, t0, end)
+        planned = background.submit(_plan, options, checked, user_space, t0, end)
         warm = background.submit(warm_imports)
         started = start_ray(ray_settings)
-        plan, reference = planned.result()
+        logger.debug("timeline: Ray up at +%.2f s", time.time() - t0)
+        plan = planned.result()
         warm.result()
+        logger.debug("timeline: plan ready at +%.2f s", time.time() - t0)
+        referenced = background.submit(_after(first_trial, _fit_reference), plan, options.seed)
         data, decision, metric = plan.data, plan.decision, plan.metric
         listener.stage(f"data ready: {', '.join(data.report.lines())}")
         listener.stage(f"track {decision.reason}")
@@ -293,19 +333,6 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             _create_study(store, study_id, options, plan)
             created = True
         listener.study_ready(study_id)
-        store.upsert_trial(
-            study_id,
-            number=0,
-            track="reference",
-            status="complete",
-            params=reference.params,
-            # validation metrics rank it; its test metrics ride along for the card
-            metrics={
-                **reference.val_metrics,
-                **{f"test_{k}": v for k, v in reference.test_metrics.items()},
-            },
-            seconds=reference.seconds,
-        )
         deadline_file = work_dir / "deadline"
         settings = replace(
             ray_settings,
@@ -337,7 +364,9 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
         if options.cancel_file:
             watch = _CancelWatch(options.cancel_file, deadline_file, best_deadline)
         trainer = _trainer(decision.track, data.modality)
-        first_trial = threading.Event()  # warm up once trials run: Tune's start holds the GIL
+        observer = _StoreObserver(
+            store, study_id, listener, decision.track, first_trial, best_deadline, referenced
+        )
         export_ready = background.submit(
             _low_priority, _warm_export, trainer, list(plan.paths.values()), first_trial
         )
@@ -349,9 +378,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
                     plan.space,
                     trainer,
                     settings,
-                    _StoreObserver(
-                        store, study_id, listener, decision.track, first_trial, best_deadline
-                    ),
+                    observer,
                 )
             elif previous:
                 listener.stage(
@@ -369,6 +396,8 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             if watch is not None:
                 watch.stop()
         cancelled = cancel_requested(options.cancel_file)
+        reference = observer.store_reference(wait=True)
+        assert reference is not None
         export_ready.result()
         background.shutdown(wait=True)
         # The best model is exported in a thread while this (main) thread shuts Ray down
@@ -439,6 +468,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             resumed_trials=len(previous),
         )
     except BaseException as exc:
+        first_trial.set()  # a thread waiting for the first trial goes on (and ends)
         if watch is not None:
             watch.stop()
         if started:
@@ -626,15 +656,15 @@ def _trainer(track: str, modality: str = "text") -> Trainer:
     return TrainerRef("automl.trainers.finetune", "FineTuneTrainer")
 
 
-def _plan_and_reference(
+def _plan(
     options: RunOptions,
     checked: CheckedData,
     user_space: SearchSpace | None,
     t0: float,
     end: float,
-) -> tuple[_Plan, ReferenceResult]:
-    """Split, route, choose the space, plan the deadlines (raising BudgetError when the
-    budget cannot fit a trial), then fit the TF-IDF reference on the same split."""
+) -> _Plan:
+    """Split, route, choose the space and plan the deadlines (raising BudgetError when the
+    budget cannot fit a trial)."""
     data = split_checked(checked, seed=options.seed)
     decision, space = _route(options, data, user_space)
     fewshot = decision.track == "fewshot"
@@ -699,12 +729,27 @@ def _plan_and_reference(
         folds=folds,
         search=search,
     )
-    reference = (
-        fit_reference_cv(data, folds, options.seed)
-        if fewshot
-        else fit_reference(data, options.seed)
-    )
-    return plan, reference
+    return plan
+
+
+def _fit_reference(plan: _Plan, seed: int) -> ReferenceResult:
+    """The TF-IDF (or raw-pixel) reference on the plan's split: cross-validated on the
+    few-shot track's folds, else trained on train and scored on validation and test."""
+    if plan.fewshot:
+        return fit_reference_cv(plan.data, plan.folds, seed)
+    return fit_reference(plan.data, seed)
+
+
+def _after(
+    event: threading.Event, fn: Callable[..., T], timeout: float = 10.0
+) -> Callable[..., T]:
+    """fn, run once `event` is set (or `timeout` seconds have passed)."""
+
+    def wait_then_run(*args: Any) -> T:
+        event.wait(timeout=timeout)
+        return fn(*args)
+
+    return wait_then_run
 
 
 def _route(

@@ -343,6 +343,50 @@ def test_the_deadline_file_follows_the_best_models_export_time(tmp_path: Path) -
     assert float(path.read_text()) == pytest.approx(cheap)
 
 
+def test_the_reference_row_is_written_once_whenever_it_is_ready(tmp_path: Path) -> None:
+    """The TF-IDF reference is fitted beside the trials: its row is written at the first
+    search event after it is ready (or after the search), once; its error is raised."""
+    from concurrent.futures import Future
+
+    from automl.pipeline import RunListener, _StoreObserver
+    from automl.reference import ReferenceResult
+    from automl.store import Store
+
+    store = Store(tmp_path / "s.db")
+    study = store.create_study(
+        dataset="d.csv",
+        task="classification",
+        track="finetune",
+        metric="macro_f1",
+        mode="max",
+        budget_s=60.0,
+        seed=0,
+        data_summary={},
+        cleaning={},
+        options={},
+    )
+    pending: Future[ReferenceResult] = Future()
+    observer = _StoreObserver(store, study, RunListener(), "finetune", reference=pending)
+    observer.trial_started(1, {"lr": 0.1})
+    assert [t["track"] for t in store.trials(study)] == ["finetune"]  # not ready: no row
+    ref = ReferenceResult({"model": "tfidf"}, {"macro_f1": 0.5}, {"macro_f1": 0.4}, 1.2)
+    pending.set_result(ref)
+    observer.epoch_reported(1, EpochResult(1, {"macro_f1": 0.6}, 0.1, 1.0, True))
+    observer.epoch_reported(1, EpochResult(2, {"macro_f1": 0.7}, 0.1, 1.0, True))
+    assert observer.store_reference(wait=True) is ref
+    rows = [t for t in store.trials(study) if t["track"] == "reference"]
+    assert len(rows) == 1 and rows[0]["number"] == 0
+    assert rows[0]["metrics"] == {"macro_f1": 0.5, "test_macro_f1": 0.4}
+
+    failed: Future[ReferenceResult] = Future()
+    failed.set_exception(ValueError("no vocabulary"))
+    observer = _StoreObserver(store, study, RunListener(), "finetune", reference=failed)
+    observer.trial_started(2, {"lr": 0.2})  # a failed reference does not stop the search
+    with pytest.raises(ValueError, match="no vocabulary"):
+        observer.store_reference(wait=True)
+    store.close()
+
+
 def test_idle_cores_go_to_the_trials_still_running_once_no_new_trial_starts(
     tmp_path: Path,
 ) -> None:
