@@ -284,6 +284,10 @@ def warm_imports() -> None:
     from ray.tune.search.optuna import OptunaSearch  # noqa: F401
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:  # pydantic, which Ray's serializer imports at the first put (0.2 s on 2 cores)
+        import ray._common.pydantic_compat  # noqa: F401
+    except ImportError:  # another Ray layout: it is imported when needed
+        pass
 
 
 def _quiet_ray() -> None:
