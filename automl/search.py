@@ -572,8 +572,23 @@ class _Collector:
         if cancel_requested(self.settings.cancel_file):
             return 0.0
         firsts = [eps[0].seconds for eps in self.epochs.values() if eps]
+        # A head-only trial (settings.unprunable) pays for its embeddings before its first
+        # report, once: a new one on the same cached embeddings needs a fold's time. (Two
+        # such trials that started together, both computing the embeddings, ended a 60 s
+        # study at 26 s: no third trial could "report in time".)
+        firsts += [
+            eps[1].seconds - eps[0].seconds
+            for tid, eps in self.epochs.items()
+            if len(eps) > 1 and self._unprunable(tid)
+        ]
         need = max(self.settings.min_trial_seconds, min(firsts) if firsts else 0.0)
         return self.settings.deadline - need
+
+    def _unprunable(self, tid: str) -> bool:
+        if self.settings.unprunable is None:
+            return False
+        key, values = self.settings.unprunable
+        return self.params.get(tid, {}).get(key) in values
 
     def on_start(self, trial: Any) -> None:
         tid = trial.trial_id

@@ -343,6 +343,36 @@ def test_the_deadline_file_follows_the_best_models_export_time(tmp_path: Path) -
     assert float(path.read_text()) == pytest.approx(cheap)
 
 
+def test_no_new_trial_once_the_fastest_first_report_would_miss_the_deadline(
+    tmp_path: Path,
+) -> None:
+    """The start cutoff is the deadline minus the quickest first report; a head-only trial
+    (unprunable) counts a later fold's time instead, since its embeddings are cached."""
+    from automl.search import NullObserver, _Collector
+
+    settings = SearchSettings(
+        deadline=1000.0,
+        work_dir=str(tmp_path),
+        min_trial_seconds=1.0,
+        unprunable=("method", ("logreg",)),
+    )
+    collector = _Collector(NullObserver(), settings, tmp_path)
+
+    def reports(tid: str, method: str, seconds: list[float]) -> None:
+        collector.params[tid] = {"method": method}
+        collector.epochs[tid] = [
+            EpochResult(i + 1, {}, 0.0, s, True) for i, s in enumerate(seconds)
+        ]
+
+    assert collector.start_cutoff() == 999.0  # nothing reported: min_trial_seconds
+    reports("a", "setfit", [30.0, 55.0])  # a fold of SetFit training: 25 s
+    assert collector.start_cutoff() == 970.0
+    reports("b", "logreg", [20.0])  # embeddings computed, one fold: not yet known cheap
+    assert collector.start_cutoff() == 980.0
+    reports("b", "logreg", [20.0, 20.02])  # its second fold: 0.02 s
+    assert collector.start_cutoff() == 999.0
+
+
 def test_the_reference_row_is_written_once_whenever_it_is_ready(tmp_path: Path) -> None:
     """The TF-IDF reference is fitted beside the trials: its row is written at the first
     search event after it is ready (or after the search), once; its error is raised."""
