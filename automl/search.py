@@ -430,7 +430,10 @@ def _make_limiter_class() -> type:
 
         def suggest(self, trial_id: str) -> Any:
             if time.time() >= self.cutoff():
-                return Searcher.FINISHED
+                # A running trial's next report may move the cutoff later (a head-only
+                # trial's second fold shows what a new one costs): wait for it. Finished
+                # only once no trial runs.
+                return None if self.live_trials else Searcher.FINISHED
             return super().suggest(trial_id)
 
     return DeadlineLimiter

@@ -373,6 +373,33 @@ def test_no_new_trial_once_the_fastest_first_report_would_miss_the_deadline(
     assert collector.start_cutoff() == 999.0
 
 
+def test_past_the_cutoff_the_searcher_waits_for_running_trials_then_finishes() -> None:
+    """A running trial's next report may move the cutoff later: no suggestion meanwhile,
+    and the search ends only once no trial runs."""
+    from ray.tune.search import Searcher
+
+    from automl.search import _DeadlineLimiter
+
+    class Fixed(Searcher):  # type: ignore[misc]
+        def suggest(self, trial_id: str) -> dict[str, Any]:
+            return {"x": 1}
+
+        def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False):
+            pass
+
+    cutoff = [time.time() + 100.0]
+    limiter = _DeadlineLimiter(Fixed(metric="m", mode="max"), 2, lambda: cutoff[0])
+    assert limiter.suggest("a") == {"x": 1}
+    cutoff[0] = time.time() - 1.0  # past the cutoff, trial a still running
+    assert limiter.suggest("b") is None
+    cutoff[0] = time.time() + 100.0  # a's second report moved it later
+    assert limiter.suggest("c") == {"x": 1}
+    cutoff[0] = time.time() - 1.0
+    limiter.on_trial_complete("a", result={"m": 1.0})
+    limiter.on_trial_complete("c", result={"m": 1.0})
+    assert limiter.suggest("d") == Searcher.FINISHED
+
+
 def test_the_reference_row_is_written_once_whenever_it_is_ready(tmp_path: Path) -> None:
     """The TF-IDF reference is fitted beside the trials: its row is written at the first
     search event after it is ready (or after the search), once; its error is raised."""
