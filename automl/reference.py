@@ -54,8 +54,13 @@ def _fit(
     from sklearn.linear_model import LogisticRegression, Ridge
 
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=200_000)
-    x_train = vec.fit_transform(texts)
     params = dict(REFERENCE_PARAMS)
+    try:
+        x_train = vec.fit_transform(texts)
+    except ValueError:  # no word of 2+ characters in any text ("a", "7", emoji): characters
+        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True)
+        x_train = vec.fit_transform(texts)
+        params["analyzer"] = "char_wb 1-3"
     if task == "classification":
         # saga: ~0.2 s here where lbfgs took 11 s on the same 60k-feature matrix.
         clf = LogisticRegression(max_iter=1000, C=10.0, solver="saga", random_state=seed)

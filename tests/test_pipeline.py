@@ -367,3 +367,17 @@ def test_api_regression_fit_predict(tiny_backbone: Path, api_dirs: dict[str, str
 def test_api_predict_before_fit_is_a_clear_error() -> None:
     with pytest.raises(ModelError, match=r"not fitted yet.*\.fit\("):
         AutoML().predict(["text"])
+
+
+def test_the_reference_reads_characters_when_no_text_has_a_word() -> None:
+    """Texts of single characters leave TF-IDF's word vocabulary empty: the reference falls
+    back to character n-grams instead of failing (it runs beside the trials)."""
+    from automl.data import check, split_checked
+    from automl.reference import fit_reference
+
+    df = pd.DataFrame(
+        {"text": [c + d for c in "abcdefgh" for d in " !?."], "label": ["x", "y"] * 16}
+    )
+    ref = fit_reference(split_checked(check(df, "label", None, None), seed=0), 0)
+    assert ref.params.get("analyzer") == "char_wb 1-3"
+    assert 0.0 <= ref.val_metrics["macro_f1"] <= 1.0
