@@ -212,14 +212,20 @@ def _asha_class(base: type) -> type:
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
             decision = super().on_trial_result(tune_controller, trial, result)
-            if decision == TrialScheduler.STOP and self.unprunable is not None:
-                key, values = self.unprunable
-                done = result.get("training_iteration", 0) >= self._max_t
-                if trial.config.get(key) in values and not done:
+            if decision == TrialScheduler.STOP and _unprunable(self.unprunable, trial.config):
+                if result.get("training_iteration", 0) < self._max_t:
                     return TrialScheduler.CONTINUE
             return decision
 
     return Asha
+
+
+def _unprunable(rule: tuple[str, tuple[Any, ...]] | None, config: dict[str, Any]) -> bool:
+    """Whether a trial's config matches SearchSettings.unprunable (param, values)."""
+    if rule is None:
+        return False
+    key, values = rule
+    return config.get(key) in values
 
 
 def _tell_previous(
@@ -582,16 +588,10 @@ class _Collector:
         firsts += [
             eps[1].seconds - eps[0].seconds
             for tid, eps in self.epochs.items()
-            if len(eps) > 1 and self._unprunable(tid)
+            if len(eps) > 1 and _unprunable(self.settings.unprunable, self.params.get(tid, {}))
         ]
         need = max(self.settings.min_trial_seconds, min(firsts) if firsts else 0.0)
         return self.settings.deadline - need
-
-    def _unprunable(self, tid: str) -> bool:
-        if self.settings.unprunable is None:
-            return False
-        key, values = self.settings.unprunable
-        return self.params.get(tid, {}).get(key) in values
 
     def on_start(self, trial: Any) -> None:
         tid = trial.trial_id
