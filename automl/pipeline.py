@@ -368,7 +368,7 @@ def run(options: RunOptions, listener: RunListener | None = None) -> RunResult:
             store, study_id, listener, decision.track, first_trial, best_deadline, referenced
         )
         export_ready = background.submit(
-            _low_priority, _warm_export, trainer, list(plan.paths.values()), first_trial
+            _low_priority, _after(first_trial, _warm_export), trainer, list(plan.paths.values())
         )
         try:
             listener.search_started(settings.deadline, options.budget.seconds, t0)
@@ -850,14 +850,10 @@ def _cv_text(folds: list[tuple[Any, Any]], data: PreparedData) -> str:
     )
 
 
-def _warm_export(
-    trainer: Trainer, backbone_paths: list[str], first_trial: threading.Event
-) -> None:
+def _warm_export(trainer: Trainer, backbone_paths: list[str]) -> None:
     """While the trials run: import what the export needs (torch, transformers, the
     backbones' modelling code; the few-shot trainer, which refits in this process)."""
     from automl import modelio
-
-    first_trial.wait(timeout=10.0)
 
     if isinstance(trainer, TrainerRef) and trainer.module.startswith("automl.trainers.image"):
         trainer.load()  # torch, the vision modules (and the few-shot refit's sklearn)
