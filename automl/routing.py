@@ -36,7 +36,7 @@ _REQUESTS = ("auto", *TRACKS)
 # Median examples per class below which few-shot is chosen. From benchmarks/fewshot.py
 # (60 s per cell, 2 CPU cores; benchmarks/results/fewshot.md): the few-shot track beat the
 # fine-tune track on all four datasets at 8, 32 and 128 examples per class (mean test
-# macro-F1 0.649 vs 0.451, 0.714 vs 0.601, 0.762 vs 0.698), so the crossover lies above
+# macro-F1 0.647 vs 0.451, 0.727 vs 0.601, 0.771 vs 0.698), so the crossover lies above
 # 128; 129 is the benchmark's suggestion (the smallest value that routes every measured
 # grid point to its better track). Nothing above 128 is measured yet.
 FEWSHOT_CROSSOVER = 129

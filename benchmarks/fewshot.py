@@ -972,12 +972,9 @@ def cache_measurement(
     for (_, backbone, _), ts in groups.items():
         ts.sort(key=lambda t: t["number"])
         firsts.setdefault(backbone, []).append(ts[0]["seconds"])
-        alike = [
-            t
-            for t in ts[1:]
-            if t.get("epochs_done") == ts[0].get("epochs_done")
-            and (t.get("params") or {}).get("method") in ("logreg", "svm")
-        ]
+        # later trials that only read the cache (logreg_tfidf also fits TF-IDF models)
+        readers = [t for t in ts[1:] if (t.get("params") or {}).get("method") in ("logreg", "svm")]
+        alike = [t for t in readers if t.get("epochs_done") == ts[0].get("epochs_done")]
         laters.setdefault(backbone, []).extend(t["seconds"] for t in alike)
         if ts[0].get("fit_s") is not None:
             fit_firsts.setdefault(backbone, []).append(ts[0]["fit_s"])
@@ -985,12 +982,7 @@ def cache_measurement(
             fit_laters.setdefault(backbone, []).extend(fits)
         if ts[0].get("fold1_s") is not None:
             fold_firsts.setdefault(backbone, []).append(ts[0]["fold1_s"])
-            later_folds = [
-                t["fold1_s"]
-                for t in ts[1:]
-                if t.get("fold1_s") is not None
-                and (t.get("params") or {}).get("method") in ("logreg", "svm")
-            ]
+            later_folds = [t["fold1_s"] for t in readers if t.get("fold1_s") is not None]
             fold_laters.setdefault(backbone, []).extend(later_folds)
 
     def ratio(first: list[float], later: list[float]) -> tuple[Any, Any, Any]:
