@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 # Three topics of tiny synthetic texts: 3 filler words + 2 words of the class.
 TOPIC_WORDS = {
@@ -18,3 +19,21 @@ def automl_command() -> list[str]:
     """The installed console script next to this interpreter, else `python -m automl.cli`."""
     script = Path(sys.executable).with_name("automl")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "automl.cli"]
+
+
+def new_study(store: Any, **over: Any) -> str:
+    """A running classification study with empty summaries (for tests that need one to
+    hang trials on); keyword arguments override the defaults. Returns its id."""
+    kwargs: dict[str, Any] = {
+        "dataset": "d.csv",
+        "task": "classification",
+        "track": "finetune",
+        "metric": "macro_f1",
+        "mode": "max",
+        "budget_s": 60.0,
+        "seed": 0,
+        "data_summary": {},
+        "cleaning": {},
+        "options": {},
+    }
+    return str(store.create_study(**{**kwargs, **over}))

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from helpers import new_study
 
 from automl.config import EpochResult, PreparedData, TrialContext, TrialRecord
 from automl.data import prepare
@@ -410,18 +411,7 @@ def test_the_reference_row_is_written_once_whenever_it_is_ready(tmp_path: Path) 
     from automl.store import Store
 
     store = Store(tmp_path / "s.db")
-    study = store.create_study(
-        dataset="d.csv",
-        task="classification",
-        track="finetune",
-        metric="macro_f1",
-        mode="max",
-        budget_s=60.0,
-        seed=0,
-        data_summary={},
-        cleaning={},
-        options={},
-    )
+    study = new_study(store)
     pending: Future[ReferenceResult] = Future()
     observer = _StoreObserver(store, study, RunListener(), "finetune", reference=pending)
     observer.trial_started(1, {"lr": 0.1})

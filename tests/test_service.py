@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers import FILLER, TOPIC_WORDS, automl_command
+from helpers import FILLER, TOPIC_WORDS, automl_command, new_study
 
 from automl.cli import main
 from automl.config import Budget
@@ -377,19 +377,7 @@ def test_progress_counts_trials_and_the_best_without_the_reference_or_failed_one
 ) -> None:
     with Store(tmp_path / "q.db") as store:
         (job_id,) = _queue(store, 1)
-        sid = store.create_study(
-            study_id="s-1",
-            dataset="d.csv",
-            task="classification",
-            track="finetune",
-            metric="macro_f1",
-            mode="max",
-            budget_s=60,
-            seed=0,
-            data_summary={},
-            cleaning={},
-            options={},
-        )
+        sid = new_study(store, study_id="s-1")
         store.set_job_study(job_id, sid)
         for number, (track, status, f1) in enumerate(
             [
