@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from automl.config import PreparedData
+from automl.errors import ModelError
 from automl.metrics import compute_metrics
-from automl.modelio import load_model_dir, predict_logits, select_device
+from automl.modelio import load_model_dir, predict_logits, read_meta, select_device
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,14 @@ class TrialDeadline:
         return self.end - max(_export_seconds(costliest, 1), self.floor) - self.after
 
 
+def _train_precision(model_dir: str | Path) -> str:
+    """The training arithmetic recorded in the folder's automl.json ("" if unknown)."""
+    try:
+        return read_meta(model_dir).train_precision
+    except ModelError:
+        return ""
+
+
 def write_model_card(model_dir: str | Path, info: CardInfo) -> Path:
     """Write README.md (a Hugging Face model card) into the model folder."""
     d = info.data
@@ -278,6 +287,10 @@ def write_model_card(model_dir: str | Path, info: CardInfo) -> Path:
     ]
     if info.route_reason:
         lines.append(f"- route: {info.route_reason}")
+    if _train_precision(model_dir) == "bf16":
+        lines.append(
+            "- training steps ran in bf16 autocast; validation, test and predict run in fp32"
+        )
     lines += ["", "Chosen parameters:", "", "```json"]
     shown = {k: v for k, v in info.params.items() if k != "backbone_path"}
     lines += [json.dumps(shown, indent=2, sort_keys=True, default=str), "```", ""]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ class ModelMeta:
     # setfit folders only (defaults keep older automl.json files loadable):
     head: str = ""  # the head's class name, e.g. "LogisticRegression", "SetFitHead"
     normalize_embeddings: bool = False  # SetFit's normalize_embeddings at training time
+    # Arithmetic of the training steps ("bf16": autocast, see train_autocast; "" unknown).
+    # Outputs never depend on it: evaluation and predict run in fp32.
+    train_precision: str = ""
 
 
 def select_device() -> Any:
@@ -49,6 +53,39 @@ def select_device() -> Any:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+MIXED_PRECISION_ENV = "AUTOML_MIXED_PRECISION"  # "0" turns bf16 training off
+
+
+def train_autocast(device: Any) -> tuple[Any, str]:
+    """(context manager, precision name) for training steps on `device`: bf16 autocast
+    where the hardware computes bf16 natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs
+    that support it), else fp32. Only training uses it: evaluation, export and predict
+    run in fp32, so a saved model's outputs do not depend on the machine that trained it.
+    Setting AUTOML_MIXED_PRECISION=0 keeps training in fp32."""
+    import contextlib
+
+    import torch
+
+    off = os.environ.get(MIXED_PRECISION_ENV, "1").strip().lower() in ("0", "false", "no", "off")
+    if not off:
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16), "bf16"
+        # On a CPU without native bf16 instructions autocast is slower than fp32.
+        if device.type == "cpu" and _cpu_has_bf16():
+            return torch.autocast("cpu", dtype=torch.bfloat16), "bf16"
+    return contextlib.nullcontext(), "fp32"
+
+
+def _cpu_has_bf16() -> bool:
+    """The CPU has bf16 instructions (oneDNN's own check; False if torch lacks it)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def quiet_transformers() -> None:

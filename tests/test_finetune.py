@@ -417,3 +417,62 @@ def test_cache_only_for_bert_with_frozen_layers(tiny_backbone: Path) -> None:
         num_labels=3,
     )
     assert create(MPNetForSequenceClassification(config), tokenizer, 1, [10, 12], 2) is None
+
+
+# --- training precision ----------------------------------------------------------------
+
+
+def test_train_autocast_follows_the_hardware_and_the_switch(monkeypatch: Any) -> None:
+    import torch
+
+    from automl import modelio
+
+    cpu = torch.device("cpu")
+    a, b = torch.ones(4, 4), torch.ones(4, 4)
+    monkeypatch.delenv(modelio.MIXED_PRECISION_ENV, raising=False)
+    monkeypatch.setattr(modelio, "_cpu_has_bf16", lambda: True)
+    ctx, name = modelio.train_autocast(cpu)
+    assert name == "bf16"
+    with ctx:
+        assert (a @ b).dtype == torch.bfloat16
+    assert (a @ b).dtype == torch.float32  # only inside the context
+    monkeypatch.setenv(modelio.MIXED_PRECISION_ENV, "0")
+    ctx, name = modelio.train_autocast(cpu)
+    assert name == "fp32"
+    with ctx:
+        assert (a @ b).dtype == torch.float32
+    monkeypatch.delenv(modelio.MIXED_PRECISION_ENV)
+    monkeypatch.setattr(modelio, "_cpu_has_bf16", lambda: False)  # slower than fp32 there
+    assert modelio.train_autocast(cpu)[1] == "fp32"
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_bf16_training_saves_an_fp32_model_that_reproduces_its_metrics(
+    tiny_backbone: Path, tiny_data: PreparedData, tmp_path: Path, monkeypatch: Any, bf16: bool
+) -> None:
+    import torch
+
+    from automl import modelio
+
+    monkeypatch.delenv(modelio.MIXED_PRECISION_ENV, raising=False)
+    monkeypatch.setattr(modelio, "_cpu_has_bf16", lambda: bf16)
+    ctx = _ctx(tmp_path)
+    seen: list[torch.dtype] = []
+    step = ft._Run._step
+
+    def spy(self: Any, ids: Any, batch: Any) -> float:  # the head's output dtype per step
+        hook = self.model.classifier.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        try:
+            return step(self, ids, batch)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(ft._Run, "_step", spy)
+    results, _ = _fit(tiny_data, _params(tiny_backbone, freeze_layers=1), ctx)
+    assert results and seen and set(seen) == {torch.bfloat16 if bf16 else torch.float32}
+    model, tokenizer, meta = load_model_dir(ctx.output_dir)
+    assert meta.train_precision == ("bf16" if bf16 else "fp32")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    best = max(results, key=lambda r: r.metrics["macro_f1"])
+    logits = predict_logits(model, tokenizer, tiny_data.val.texts, meta.max_length)
+    assert compute_metrics("classification", tiny_data.val.labels, logits) == best.metrics

@@ -245,6 +245,8 @@ def test_exported_folder_is_a_plain_hf_model_with_a_card(cli_run: CliRun) -> Non
     assert cli_run.study["id"] in card
     assert "margin" in card and "TF-IDF" in card
     assert f"budget {BUDGET_S} s" in card
+    assert meta["train_precision"] in ("bf16", "fp32")
+    assert ("bf16 autocast" in card) == (meta["train_precision"] == "bf16")
     assert not (best.parent / "trials").exists()  # the best was copied; the rest removed
 
 

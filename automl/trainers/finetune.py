@@ -35,6 +35,7 @@ from automl.modelio import (
     quiet_transformers,
     save_model_dir,
     select_device,
+    train_autocast,
 )
 from automl.paths import ensure_offline
 from automl.trainers._prefix_cache import PrefixCache
@@ -260,6 +261,9 @@ class _Run:
         self.data, self.hp, self.ctx = data, hp, ctx
         self.rng = random.Random(ctx.seed)
         self.device = select_device()
+        # bf16 autocast for training steps where the hardware has it (1.5x faster epochs
+        # on an AVX512-BF16 CPU core); evaluation and the saved model stay fp32.
+        self.autocast, precision = train_autocast(self.device)
         self.model, self.tokenizer = _load(data, params, hp)
         self.model.to(self.device)
         self.frozen = freeze_bottom_layers(self.model, hp.freeze_layers)
@@ -291,6 +295,7 @@ class _Run:
             max_length=hp.max_length,
             backbone=str(params.get("backbone", params["backbone_path"])),
             text_columns=list(data.text_columns),
+            train_precision=precision,
         )
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else 0
@@ -362,10 +367,11 @@ class _Run:
     def _step(self, ids: list[list[int]], batch: list[int]) -> float:
         input_ids, mask = _pad([ids[i] for i in batch], self.pad_id, self.tokenizer.padding_side)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        if self.prefix is not None:
-            logits = self.prefix.train_logits(batch, input_ids, mask).float()
-        else:
-            logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+        with self.autocast:
+            if self.prefix is not None:
+                logits = self.prefix.train_logits(batch, input_ids, mask).float()
+            else:
+                logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
         y = self.targets[batch].to(self.device)
         if self.regression:
             loss = nn.functional.mse_loss(logits[:, 0], y.float())
