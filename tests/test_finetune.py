@@ -378,13 +378,23 @@ def test_cache_is_off_when_not_eligible(
     assert len(results) == 1 and steps and not any(cached for cached, _ in steps)
 
 
-def test_cache_with_every_layer_frozen(
+def test_the_top_layer_trains_however_many_layers_are_asked_frozen(
     tiny_backbone: Path, tiny_data: PreparedData, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    # Only the pooler and classifier train: the cache holds the encoder's last layer.
+    # The tiny BERT has 2 layers: freezing "99" freezes the embeddings and layer 0 only.
     steps = _spy_steps(monkeypatch)
+    trainable: list[set[str]] = []
+    step = ft._Run._step
+
+    def spy(self: Any, ids: Any, batch: Any) -> float:
+        names = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        trainable.append({n.split(".")[3] for n in names if ".encoder.layer." in n})
+        return step(self, ids, batch)
+
+    monkeypatch.setattr(ft._Run, "_step", spy)
     ctx = _ctx(tmp_path)
     results, _ = _fit(tiny_data, _params(tiny_backbone, freeze_layers=99, epochs=2), ctx)
+    assert trainable and all(t == {"1"} for t in trainable)
     assert len(results) == 2 and all(cached for cached, _ in steps)
     best = [r for r in results if r.improved][-1]
     model, tokenizer, meta = load_model_dir(ctx.output_dir)
