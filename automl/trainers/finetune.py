@@ -266,9 +266,10 @@ class _Run:
         self.autocast, precision = train_autocast(self.device)
         self.model, self.tokenizer = _load(data, params, hp)
         self.model.to(self.device)
-        # The top layer always trains. In the 10 studies of the quality benchmark none of the
-        # 38 trials with a fully frozen body (a new pooler and head only) came within 0.04 of
-        # its study's best macro-F1: a head on a frozen body is the few-shot track's job.
+        # The top layer always trains. In the quality benchmark's studies none of the 32
+        # trials with a wholly frozen body (a new pooler and head only) came within 0.04 of
+        # its study's best (benchmarks/results/quality.md): a head on a frozen body is the
+        # few-shot track's job.
         depth = len(encoder_layers(self.model))
         self.frozen = freeze_bottom_layers(self.model, min(hp.freeze_layers, depth - 1))
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
