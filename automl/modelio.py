@@ -70,7 +70,8 @@ def train_autocast(device: Any) -> tuple[Any, str]:
 
     off = os.environ.get(MIXED_PRECISION_ENV, "1").strip().lower() in ("0", "false", "no", "off")
     if not off:
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        # Native only: before Ampere, bf16 is emulated (slower than fp32).
+        if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
             return torch.autocast("cuda", dtype=torch.bfloat16), "bf16"
         # On a CPU without native bf16 instructions autocast is slower than fp32.
         if device.type == "cpu" and _cpu_has_bf16():
