@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.0,
     "optimizer": "adamw",
     "warmup_ratio": 0.06,
-    "epochs": 4,
+    "epochs": 5,
     "batch_size": 32,
     "max_length": 64,
     "augment": "none",
