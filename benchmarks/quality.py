@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from automl.backbones import BACKBONES  # noqa: E402
 from automl.datasets import dataset_path  # noqa: E402
 from automl.store import Store  # noqa: E402
 
@@ -89,7 +90,6 @@ def run_one(name: str, budget: str, db: Path, seed: int) -> dict:
     }
 
 
-DEPTH = {"minilm-l3": 3, "minilm-l6": 6, "mpnet-base": 12}
 # Studies created from here on (commit 8ba89f3) clip freezing to the depth minus one: a
 # freeze_layers value at or above the depth no longer freezes the whole body.
 TOP_LAYER_TRAINS_SINCE = "2026-11-26T20:34:01"
@@ -111,7 +111,8 @@ def trial_rows(db: Path) -> list[dict]:
             clipped = str(study["created_at"]) >= TOP_LAYER_TRAINS_SINCE
             for t in trials:
                 p = t["params"] or {}
-                depth = DEPTH.get(str(p.get("backbone")), 0)
+                spec = BACKBONES.get(str(p.get("backbone")))
+                depth = spec.num_layers if spec else 0
                 rows.append(
                     {
                         "study": study["id"],
