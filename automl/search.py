@@ -14,7 +14,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -376,12 +377,46 @@ def _init_ray(settings: SearchSettings) -> bool:
     if settings.ray_address:
         ray.init(address=settings.ray_address, **common)
     else:
-        ray.init(
-            num_cpus=settings.num_cpus or os.cpu_count() or 1,
-            _temp_dir=ray_temp_dir(settings.work_dir),
-            **common,
-        )
+        with _without_api_server():
+            ray.init(
+                num_cpus=settings.num_cpus or os.cpu_count() or 1,
+                _temp_dir=ray_temp_dir(settings.work_dir),
+                **common,
+            )
     return True
+
+
+@contextmanager
+def _without_api_server() -> Iterator[None]:
+    """A local Ray started with include_dashboard=False still starts its dashboard head
+    process (the "API server", here with only its usage-stats module, and usage stats are
+    off) and polls until it is up, before the raylet starts: ~0.6-0.9 s of ray.init and a
+    Python process importing aiohttp on 2 busy cores. Tune needs neither (no state API, no
+    job submission). Inside this block Ray skips that process the way it treats an API
+    server that failed to start, which include_dashboard=False tolerates (it returns no
+    URL and no process). Where Ray's layout differs, Ray starts it as usual. Set
+    AUTOML_RAY_API_SERVER=1 to keep it (e.g. to use `ray list` on the run's cluster)."""
+    try:
+        import ray._private.services as services
+    except ImportError:  # another Ray layout
+        yield
+        return
+    original = getattr(services, "start_api_server", None)
+    if original is None or os.environ.get("AUTOML_RAY_API_SERVER") == "1":
+        yield
+        return
+
+    def start_api_server(include_dashboard: bool | None, *args: Any, **kwargs: Any) -> Any:
+        if include_dashboard is False:
+            logger.debug("local Ray: its dashboard/API server process is not started")
+            return "", None
+        return original(include_dashboard, *args, **kwargs)
+
+    services.start_api_server = start_api_server
+    try:
+        yield
+    finally:
+        services.start_api_server = original
 
 
 def _concurrency(settings: SearchSettings) -> int:

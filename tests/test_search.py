@@ -489,3 +489,55 @@ def test_asha_never_stops_an_unprunable_trial_before_its_last_report() -> None:
     assert asha.on_trial_result(None, weak_head, {"training_iteration": 1, "m": 0.1}) == "CONTINUE"
     assert asha.on_trial_result(None, weak_setfit, {"training_iteration": 1, "m": 0.1}) == "STOP"
     assert asha.on_trial_result(None, weak_head, {"training_iteration": 8, "m": 0.1}) == "STOP"
+
+
+def test_a_local_ray_starts_without_its_dashboard_process_and_runs_tasks(
+    tmp_path: Path,
+) -> None:
+    """include_dashboard=False still starts Ray's API-server process and waits for it
+    before the raylet; automl's local Ray skips it (Tune needs none of it), and the
+    cluster still runs work and shuts down cleanly."""
+    import ray
+    import ray._private.services as services
+    import ray._private.worker as ray_worker
+
+    from automl.search import start_ray, stop_ray
+
+    original = services.start_api_server
+    settings = SearchSettings(deadline=time.time() + 60, work_dir=str(tmp_path), num_cpus=1)
+    assert start_ray(settings)
+    try:
+        assert services.start_api_server is original  # patched only during ray.init
+        node = ray_worker._global_node
+        assert node is not None
+        assert "dashboard" not in node.all_processes  # ray_constants.PROCESS_TYPE_DASHBOARD
+        assert "raylet" in node.all_processes
+
+        @ray.remote
+        def double(x: int) -> int:
+            return 2 * x
+
+        assert ray.get(double.remote(21)) == 42
+    finally:
+        stop_ray(settings)
+    assert not ray.is_initialized()
+
+
+def test_the_api_server_skip_leaves_other_calls_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray._private.services as services
+
+    from automl.search import _without_api_server
+
+    calls: list[Any] = []
+    monkeypatch.setattr(services, "start_api_server", lambda inc, *a, **k: calls.append(inc))
+    with _without_api_server():
+        assert services.start_api_server(False, True, "h") == ("", None)
+        services.start_api_server(None, True, "h")  # dashboard default: Ray's own call
+        services.start_api_server(True, True, "h")
+    assert calls == [None, True]
+    services.start_api_server(False, True, "h")  # restored after the block
+    assert calls == [None, True, False]
+    monkeypatch.setenv("AUTOML_RAY_API_SERVER", "1")
+    with _without_api_server():
+        services.start_api_server(False, True, "h")
+    assert calls == [None, True, False, False]
