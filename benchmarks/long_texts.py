@@ -24,6 +24,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -119,9 +120,9 @@ def finetune_one(dataset: str, seed: int, row: tuple[str, str, int, int, int]) -
     torch.set_num_threads(1)
     encode = finetune._encode
 
-    def encode_on_side(tokenizer: Any, texts: Any, n: int) -> Any:
+    def encode_on_side(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
         tokenizer.truncation_side = side
-        return encode(tokenizer, texts, n)
+        return encode(tokenizer, texts, max_length)
 
     finetune._encode = encode_on_side
     data = _splits(dataset, seed)
