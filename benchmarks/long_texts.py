@@ -58,19 +58,15 @@ def _splits(dataset: str, seed: int) -> PreparedData:
     return split_checked(check(str(dataset_path(dataset)), "label", None, None), seed=seed)
 
 
-def _head(texts: tuple[str, ...], tokenizer: Any, n: int) -> tuple[str, ...]:
+def _token_ends(texts: tuple[str, ...], tokenizer: Any) -> list[list[int]]:
+    """Each text's token end offsets (characters), no special tokens, no truncation."""
+    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    return [[end for _, end in offsets] for offsets in enc["offset_mapping"]]
+
+
+def _head(texts: tuple[str, ...], ends: list[list[int]], n: int) -> tuple[str, ...]:
     """Each text cut after its first n tokens (at the original characters)."""
-    enc = tokenizer(
-        list(texts),
-        truncation=True,
-        max_length=n,
-        add_special_tokens=False,
-        return_offsets_mapping=True,
-    )
-    return tuple(
-        t[: offsets[-1][1]] if offsets else ""
-        for t, offsets in zip(texts, enc["offset_mapping"], strict=True)
-    )
+    return tuple(t[: e[min(n, len(e)) - 1]] if e else "" for t, e in zip(texts, ends, strict=True))
 
 
 def tfidf_rows(dataset: str, seeds: list[int]) -> list[dict[str, Any]]:
@@ -82,16 +78,17 @@ def tfidf_rows(dataset: str, seeds: list[int]) -> list[dict[str, Any]]:
     rows = []
     for seed in seeds:
         data = _splits(dataset, seed)
-        lengths = tokenizer(list(data.train.texts), add_special_tokens=False)["input_ids"]
-        longer = {n: sum(len(ids) > n for ids in lengths) / len(lengths) for n in LENGTHS}
+        splits = {"train": data.train, "val": data.val, "test": data.test}
+        ends = {k: _token_ends(s.texts, tokenizer) for k, s in splits.items()}
+        counts = [len(e) for e in ends["train"]]
+        longer = {n: sum(c > n for c in counts) / len(counts) for n in LENGTHS}
         for n in (*LENGTHS, None):
-
-            def cut(s: Split, n: int | None = n) -> Split:
-                return s if n is None else replace(s, texts=_head(s.texts, tokenizer, n))
-
+            cut = {
+                k: s if n is None else replace(s, texts=_head(s.texts, ends[k], n))
+                for k, s in splits.items()
+            }
             ref = fit_reference(
-                replace(data, train=cut(data.train), val=cut(data.val), test=cut(data.test)),
-                seed,
+                replace(data, train=cut["train"], val=cut["val"], test=cut["test"]), seed
             )
             rows.append(
                 {
