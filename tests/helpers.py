@@ -37,3 +37,19 @@ def new_study(store: Any, **over: Any) -> str:
         "options": {},
     }
     return str(store.create_study(**{**kwargs, **over}))
+
+
+def finetune_params(backbone: Path, **overrides: Any) -> dict[str, Any]:
+    """Fine-tuning params for the tiny random BERT fixture (it needs a larger learning
+    rate than a pretrained model)."""
+    params = {
+        "backbone": "tiny-bert",
+        "backbone_path": str(backbone),
+        "learning_rate": 1e-3,
+        "epochs": 2,
+        "batch_size": 16,
+        "freeze_layers": 0,
+        "patience": 5,
+    }
+    params.update(overrides)
+    return params

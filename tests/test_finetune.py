@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import finetune_params as _params
 
 from automl.config import EpochResult, PreparedData, Split, TrialContext
 from automl.errors import ConfigError, TrainingDiverged
@@ -24,21 +25,6 @@ from automl.trainers.finetune import FineTuneTrainer, freeze_bottom_layers
 CLASSIFICATION_KEYS = {"accuracy", "macro_f1", "precision", "recall", "loss"}
 REGRESSION_KEYS = {"rmse", "mae", "r2", "loss"}
 TEXT = "the quick brown fox jumps over the lazy dog near the river bank"
-
-
-def _params(backbone: Path, **overrides: Any) -> dict[str, Any]:
-    # A tiny random model needs a larger learning rate than a pretrained one.
-    params = {
-        "backbone": "tiny-bert",
-        "backbone_path": str(backbone),
-        "learning_rate": 1e-3,
-        "epochs": 2,
-        "batch_size": 16,
-        "freeze_layers": 0,
-        "patience": 5,
-    }
-    params.update(overrides)
-    return params
 
 
 def _ctx(tmp_path: Path, seconds: float = 60.0, **kw: Any) -> TrialContext:

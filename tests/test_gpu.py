@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import finetune_params
 
 from automl.config import PreparedData, TrialContext
 from automl.metrics import compute_metrics
@@ -53,15 +54,7 @@ def test_fine_tuning_trains_on_the_gpu_and_its_model_reproduces_there_and_on_the
 
     monkeypatch.setattr(ft._Run, "_step", spy)
     ctx = TrialContext(output_dir=str(tmp_path / "best"), deadline=time.time() + 120, seed=0)
-    params = {
-        "backbone": "tiny-bert",
-        "backbone_path": str(tiny_backbone),
-        "learning_rate": 1e-3,
-        "epochs": 3,
-        "batch_size": 16,
-        "freeze_layers": freeze_layers,
-        "patience": 5,
-    }
+    params = finetune_params(tiny_backbone, epochs=3, freeze_layers=freeze_layers)
     results = ft.FineTuneTrainer().fit(tiny_data, params, ctx, lambda _: None)
     native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
     assert results
