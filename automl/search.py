@@ -377,7 +377,7 @@ def _init_ray(settings: SearchSettings) -> bool:
     if settings.ray_address:
         ray.init(address=settings.ray_address, **common)
     else:
-        with _without_api_server():
+        with _lean_local_ray():
             ray.init(
                 num_cpus=settings.num_cpus or os.cpu_count() or 1,
                 _temp_dir=ray_temp_dir(settings.work_dir),
@@ -387,36 +387,56 @@ def _init_ray(settings: SearchSettings) -> bool:
 
 
 @contextmanager
-def _without_api_server() -> Iterator[None]:
-    """A local Ray started with include_dashboard=False still starts its dashboard head
-    process (the "API server", here with only its usage-stats module, and usage stats are
-    off) and polls until it is up, before the raylet starts: ~0.6-0.9 s of ray.init and a
-    Python process importing aiohttp on 2 busy cores. Tune needs neither (no state API, no
-    job submission). Inside this block Ray skips that process the way it treats an API
-    server that failed to start, which include_dashboard=False tolerates (it returns no
-    URL and no process). Where Ray's layout differs, Ray starts it as usual. Set
-    AUTOML_RAY_API_SERVER=1 to keep it (e.g. to use `ray list` on the run's cluster)."""
+def _lean_local_ray() -> Iterator[None]:
+    """Start a local Ray without three helper processes a local Tune search never uses.
+    Each is a Python process that imports Ray while ray.init runs, on cores the driver,
+    the raylet and the first trial's worker are waiting for:
+
+    - the dashboard/API server (started even with include_dashboard=False, then with only
+      its usage-stats module, and usage stats are off; ray.init waits for it before it
+      starts the raylet): Ray treats it as one that failed to start, which
+      include_dashboard=False tolerates;
+    - the autoscaler monitor: a local cluster has a fixed size, nothing to scale;
+    - the log monitor: it forwards workers' output to the driver, and log_to_driver is off
+      (workers still write their logs to the session folder).
+
+    Where Ray's layout differs, Ray starts them as usual. Set AUTOML_RAY_FULL=1 to keep
+    them (e.g. to use `ray list` or `ray status` on the run's cluster)."""
     try:
         import ray._private.services as services
+        from ray._private.node import Node
     except ImportError:  # another Ray layout
         yield
         return
-    original = getattr(services, "start_api_server", None)
-    if original is None or os.environ.get("AUTOML_RAY_API_SERVER") == "1":
+    if os.environ.get("AUTOML_RAY_FULL") == "1":
         yield
         return
+    patches: list[tuple[Any, str, Any]] = []
+    original_api = getattr(services, "start_api_server", None)
+    if original_api is not None:
 
-    def start_api_server(include_dashboard: bool | None, *args: Any, **kwargs: Any) -> Any:
-        if include_dashboard is False:
-            logger.debug("local Ray: its dashboard/API server process is not started")
-            return "", None
-        return original(include_dashboard, *args, **kwargs)
+        def start_api_server(include_dashboard: bool | None, *args: Any, **kwargs: Any) -> Any:
+            if include_dashboard is False:
+                logger.debug("local Ray: its dashboard/API server process is not started")
+                return "", None
+            return original_api(include_dashboard, *args, **kwargs)
 
-    services.start_api_server = start_api_server
+        patches.append((services, "start_api_server", start_api_server))
+    for name in ("start_monitor", "start_log_monitor"):
+        if callable(getattr(Node, name, None)):
+
+            def skip(self: Any, _name: str = name) -> None:
+                logger.debug("local Ray: %s skipped", _name)
+
+            patches.append((Node, name, skip))
+    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in patches]
+    for owner, name, fn in patches:
+        setattr(owner, name, fn)
     try:
         yield
     finally:
-        services.start_api_server = original
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
 
 
 def _concurrency(settings: SearchSettings) -> int:

@@ -491,12 +491,13 @@ def test_asha_never_stops_an_unprunable_trial_before_its_last_report() -> None:
     assert asha.on_trial_result(None, weak_head, {"training_iteration": 8, "m": 0.1}) == "STOP"
 
 
-def test_a_local_ray_starts_without_its_dashboard_process_and_runs_tasks(
+def test_a_local_ray_starts_without_its_helper_processes_and_runs_tasks(
     tmp_path: Path,
 ) -> None:
     """include_dashboard=False still starts Ray's API-server process and waits for it
-    before the raylet; automl's local Ray skips it (Tune needs none of it), and the
-    cluster still runs work and shuts down cleanly."""
+    before the raylet, and a local Ray starts its autoscaler and log monitors; automl's
+    local Ray skips all three (Tune needs none of them), and the cluster still runs work
+    and shuts down cleanly."""
     import ray
     import ray._private.services as services
     import ray._private.worker as ray_worker
@@ -510,7 +511,9 @@ def test_a_local_ray_starts_without_its_dashboard_process_and_runs_tasks(
         assert services.start_api_server is original  # patched only during ray.init
         node = ray_worker._global_node
         assert node is not None
-        assert "dashboard" not in node.all_processes  # ray_constants.PROCESS_TYPE_DASHBOARD
+        # ray_constants.PROCESS_TYPE_DASHBOARD, _MONITOR, _LOG_MONITOR
+        for skipped in ("dashboard", "monitor", "log_monitor"):
+            assert skipped not in node.all_processes
         assert "raylet" in node.all_processes
 
         @ray.remote
@@ -523,21 +526,29 @@ def test_a_local_ray_starts_without_its_dashboard_process_and_runs_tasks(
     assert not ray.is_initialized()
 
 
-def test_the_api_server_skip_leaves_other_calls_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_lean_start_leaves_other_calls_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray._private.services as services
+    from ray._private.node import Node
 
-    from automl.search import _without_api_server
+    from automl.search import _lean_local_ray
 
     calls: list[Any] = []
     monkeypatch.setattr(services, "start_api_server", lambda inc, *a, **k: calls.append(inc))
-    with _without_api_server():
+    monkeypatch.setattr(Node, "start_monitor", lambda self: calls.append("monitor"))
+    monkeypatch.setattr(Node, "start_log_monitor", lambda self: calls.append("log_monitor"))
+    with _lean_local_ray():
         assert services.start_api_server(False, True, "h") == ("", None)
         services.start_api_server(None, True, "h")  # dashboard default: Ray's own call
         services.start_api_server(True, True, "h")
+        Node.start_monitor(object())
+        Node.start_log_monitor(object())
     assert calls == [None, True]
     services.start_api_server(False, True, "h")  # restored after the block
-    assert calls == [None, True, False]
-    monkeypatch.setenv("AUTOML_RAY_API_SERVER", "1")
-    with _without_api_server():
+    Node.start_monitor(object())
+    Node.start_log_monitor(object())
+    assert calls == [None, True, False, "monitor", "log_monitor"]
+    monkeypatch.setenv("AUTOML_RAY_FULL", "1")
+    with _lean_local_ray():
         services.start_api_server(False, True, "h")
-    assert calls == [None, True, False, False]
+        Node.start_monitor(object())
+    assert calls == [None, True, False, "monitor", "log_monitor", False, "monitor"]
