@@ -155,6 +155,7 @@ def run_search(
             grace_period=settings.grace_period,
             reduction_factor=settings.reduction_factor,
             unprunable=settings.unprunable,
+            spare=collector.spare_from_pruning,
         )
         trainable = tune.with_parameters(
             _run_trial,
@@ -206,16 +207,27 @@ def _asha_class(base: type) -> type:
 
     class Asha(base):  # type: ignore[misc, valid-type]
         def __init__(
-            self, *, unprunable: tuple[str, tuple[Any, ...]] | None = None, **kw: Any
+            self,
+            *,
+            unprunable: tuple[str, tuple[Any, ...]] | None = None,
+            spare: Callable[[Any], bool] | None = None,
+            **kw: Any,
         ) -> None:
             super().__init__(**kw)
             self.unprunable = unprunable
+            self.spare = spare  # spare(trial): let a trial ASHA would stop run on
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
             decision = super().on_trial_result(tune_controller, trial, result)
-            if decision == TrialScheduler.STOP and _unprunable(self.unprunable, trial.config):
-                if result.get("training_iteration", 0) < self._max_t:
-                    return TrialScheduler.CONTINUE
+            if (
+                decision == TrialScheduler.STOP
+                and result.get("training_iteration", 0) < self._max_t
+                and (
+                    _unprunable(self.unprunable, trial.config)
+                    or (self.spare is not None and self.spare(trial))
+                )
+            ):
+                return TrialScheduler.CONTINUE
             return decision
 
     return Asha
@@ -720,16 +732,48 @@ class _Collector:
             return int(self.settings.max_reports)
         return int(self.params[tid].get("epochs", 0) or 0)
 
+    def _no_new_trials(self) -> bool:
+        """Past the start cut-off, or every allowed trial started."""
+        max_trials = self.settings.max_trials
+        return time.time() >= self.start_cutoff() or (
+            max_trials is not None and len(self.numbers) >= max_trials
+        )
+
+    def spare_from_pruning(self, trial: Any) -> bool:
+        """Should a trial ASHA would stop run on? ASHA stops a weak trial to give its slot
+        to a new configuration. Once no new trial will start, the freed cores can only go
+        to the running trials (`_share_idle_cores`), which helps one that would not finish
+        its planned epochs before the deadline. When no running trial would gain, the stop
+        would leave the cores idle: the trial runs on to its planned epochs or the
+        deadline (a last partial epoch), and may still improve."""
+        if not self._no_new_trials():
+            return False
+        deadline = self.settings.deadline
+        for tid in self.numbers:
+            if tid in self.done or tid == trial.trial_id:
+                continue
+            epochs = self.epochs.get(tid) or []
+            if not epochs:
+                return False  # its pace is unknown: it may need the cores
+            left = self._planned(tid) - len(epochs)
+            if left <= 0:
+                continue
+            pace = (
+                (epochs[-1].seconds - epochs[0].seconds) / (len(epochs) - 1)
+                if len(epochs) > 1
+                else epochs[0].seconds
+            )
+            if self.started[tid] + epochs[-1].seconds + left * pace > deadline:
+                return False  # it would be cut short: it gets the cores
+        logger.debug("trial %s runs on: no new trial will start", trial.trial_id)
+        return True
+
     def _share_idle_cores(self) -> None:
         """Once no new trial will start (past the start cut-off, or all trials started),
         the cores of finished trials go to those still running: each may use
         cpus // running threads (a trial reads the threads file between batches)."""
         running = len(self.numbers) - len(self.done)
-        max_trials = self.settings.max_trials
-        no_more = time.time() >= self.start_cutoff() or (
-            max_trials is not None and len(self.numbers) >= max_trials
-        )
-        if running < 1 or not no_more or self.settings.cpus_per_trial < 1:
+        if running < 1 or not self._no_new_trials() or self.settings.cpus_per_trial < 1:
             return
         threads = max(1, self.cpus // running) * self.settings.cpus_per_trial
         threads = min(threads, self.cpus)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -552,3 +552,66 @@ def test_the_lean_start_leaves_other_calls_alone(monkeypatch: pytest.MonkeyPatch
         services.start_api_server(False, True, "h")
         Node.start_monitor(object())
     assert calls == [None, True, False, "monitor", "log_monitor", False, "monitor"]
+
+
+def test_once_no_new_trial_starts_asha_spares_a_weak_trial_unless_another_needs_its_core(
+    tmp_path: Path,
+) -> None:
+    """ASHA frees a weak trial's slot for a new configuration. Past the start cut-off no
+    new one comes: the weak trial runs on, unless a running trial would be cut short by
+    the deadline (then the freed core goes to it)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    from automl.search import NullObserver, _asha_class, _Collector
+
+    now = time.time()
+    settings = SearchSettings(deadline=now + 30, work_dir=str(tmp_path), min_trial_seconds=5)
+    collector = _Collector(NullObserver(), settings, tmp_path)
+    asha = _asha_class(ASHAScheduler)(
+        time_attr="training_iteration",
+        max_t=8,
+        grace_period=1,
+        reduction_factor=2,
+        metric="m",
+        mode="max",
+        spare=collector.spare_from_pruning,
+    )
+
+    def weak_result(name: str) -> str:
+        """A weak trial's first report, below every one before it on ASHA's rung 1."""
+        trial = SimpleNamespace(config={"epochs": 8}, trial_id=name)
+        asha.on_trial_add(None, trial)
+        m = 0.1 / 2 ** int(name[1:])
+        return str(asha.on_trial_result(None, trial, {"training_iteration": 1, "m": m}))
+
+    good = SimpleNamespace(config={"epochs": 5}, trial_id="good")
+    asha.on_trial_add(None, good)
+    assert asha.on_trial_result(None, good, {"training_iteration": 1, "m": 0.8}) == "CONTINUE"
+    collector.numbers = {"good": 1}
+    collector.params = {"good": {"epochs": 5}}
+    collector.started = {"good": now - 60}
+    # good: 4 epochs, the first after 32 s, then one per 8 s; its 5th ends 4 s from now
+    collector.epochs = {
+        "good": [EpochResult(i, {"m": 0.8}, 0.1, 32.0 + 8 * (i - 1), True) for i in (1, 2, 3, 4)]
+    }
+    # Past the cut-off (the deadline minus the fastest first epoch, 32 s) good finishes
+    # its epochs in time, so a stop would leave a core idle: the weak trial runs on.
+    assert collector._no_new_trials()
+    assert weak_result("w1") == "CONTINUE"
+    # good planned 9 epochs: 5 more of 8 s end past the deadline, the core goes to it.
+    collector.params["good"] = {"epochs": 9}
+    assert weak_result("w2") == "STOP"
+    # Before the cut-off ASHA prunes as usual: a new trial can take the slot.
+    collector.params["good"] = {"epochs": 5}
+    collector.settings = replace(settings, deadline=now + 300)
+    assert not collector._no_new_trials()
+    assert weak_result("w3") == "STOP"
+    # A running trial with no epoch yet has an unknown pace: ASHA's stop stands.
+    collector.settings = settings
+    collector.numbers["other"] = 3
+    collector.epochs["other"] = []
+    assert weak_result("w4") == "STOP"
+    del collector.numbers["other"]
+    assert weak_result("w5") == "CONTINUE"
