@@ -67,6 +67,9 @@ CV_SPLITS = 4
 CV_REPEATS = 2
 # Few-shot: time kept back for refitting the winner on all data, as a share of the search.
 REFIT_SHARE = 0.12
+# Fine-tuning in a budget under this: the starting trial may train up to the space's most
+# epochs (see _fill_short_budget).
+SHORT_BUDGET_S = 120.0
 # Few-shot without a GPU: SetFit is searched only in budgets of at least this.
 SETFIT_MIN_BUDGET_S = 180.0
 # heads on cached embeddings (logreg_tfidf: with a TF-IDF classifier): a refit takes a second
@@ -778,7 +781,23 @@ def _route(
         space = space.with_choices("backbone", list(options.backbones))
     if user_space is None and decision.track == "fewshot" and data.modality == "text":
         space = _fewshot_methods(space, options.budget.seconds, decision.min_per_class)
+    if user_space is None and decision.track == "finetune":
+        space = _fill_short_budget(space, options.budget.seconds)
     return decision, space
+
+
+def _fill_short_budget(space: SearchSpace, budget_s: float) -> SearchSpace:
+    """In a budget under SHORT_BUDGET_S each trial slot fits one trial (on 2 CPU cores the
+    starting configuration's first epoch alone takes a third of a minute), so the starting
+    trial is the model the run delivers: it may train up to the space's most epochs rather
+    than finish a few seconds early with nothing left to start. Early stopping still ends
+    it when validation stops improving, and the deadline cuts it with a last partial epoch.
+    (With 5 epochs a 1-minute Fortunes-8 study's first trial ended 1-2 s before its
+    deadline, and the other slot's trial could not report again: benchmarks/budget.py.)"""
+    epochs = space.get("epochs")
+    if budget_s >= SHORT_BUDGET_S or epochs is None or epochs.high is None:
+        return space
+    return space.with_init("epochs", int(epochs.high))
 
 
 def _fewshot_methods(space: SearchSpace, budget_s: float, min_per_class: int = 0) -> SearchSpace:

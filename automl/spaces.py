@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,21 @@ class SearchSpace:
     def init_config(self) -> dict[str, Any]:
         """The cheap, good starting configuration (the first trial)."""
         return {p.name: p.init for p in self.params}
+
+    def with_init(self, name: str, value: Any) -> SearchSpace:
+        """A copy whose parameter `name` starts at `value` (which must be in its range)."""
+        spec = self.get(name)
+        if spec is None:
+            raise ConfigError(f"cannot set the starting value of unknown parameter {name!r}")
+        if not spec.contains(value):
+            raise ConfigError(f"{name}: starting value {value!r} is outside its range")
+        new = replace(spec, init=value)
+        return SearchSpace(
+            self.track,
+            tuple(new if p.name == name else p for p in self.params),
+            self.source,
+            self.modality,
+        )
 
     def with_choices(self, name: str, values: list[Any]) -> SearchSpace:
         """A copy with a choice parameter narrowed/replaced (e.g. --backbone)."""

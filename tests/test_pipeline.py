@@ -383,3 +383,37 @@ def test_the_reference_reads_characters_when_no_text_has_a_word() -> None:
     ref = fit_reference(split_checked(check(df, "label", None, None), seed=0), 0)
     assert ref.params.get("analyzer") == "char_wb 1-3"
     assert 0.0 <= ref.val_metrics["macro_f1"] <= 1.0
+
+
+def test_in_a_short_budget_the_starting_trial_may_train_up_to_the_most_epochs() -> None:
+    """Under SHORT_BUDGET_S each trial slot fits one trial: the default fine-tuning space's
+    starting configuration trains up to the space's most epochs (early stopping and the
+    deadline still end it) instead of finishing with time nobody can use. Longer budgets,
+    other tracks and a user's own space keep their starting point."""
+    from automl import pipeline
+    from automl.config import Budget
+    from automl.errors import ConfigError
+    from automl.pipeline import RunOptions
+    from automl.spaces import load_space
+
+    space = load_space(None, track="finetune")
+    epochs = space.get("epochs")
+    assert epochs is not None and epochs.high is not None and epochs.init < epochs.high
+    short = pipeline._fill_short_budget(space, pipeline.SHORT_BUDGET_S - 1)
+    assert short.init_config() == {**space.init_config(), "epochs": int(epochs.high)}
+    assert pipeline._fill_short_budget(space, pipeline.SHORT_BUDGET_S) is space
+    with pytest.raises(ConfigError, match="outside its range"):
+        space.with_init("epochs", int(epochs.high) + 1)
+
+    data = prepare(topic_frame(), label="label")
+
+    def starting_epochs(budget_s: float, space_file: str | None = None) -> object:
+        options = RunOptions(
+            data="x.csv", budget=Budget(budget_s), track="finetune", space=space_file
+        )
+        user = load_space(space_file) if space_file else None
+        return pipeline._route(options, data, user)[1].init_config().get("epochs")
+
+    assert starting_epochs(60) == epochs.high
+    assert starting_epochs(600) == epochs.init
+    assert starting_epochs(60, space_file=str(pipeline.default_space_path())) == epochs.init
