@@ -435,7 +435,7 @@ def _lean_local_ray() -> Iterator[None]:
 
         patches.append((services, "start_api_server", start_api_server))
     for name in ("start_monitor", "start_log_monitor"):
-        if callable(getattr(Node, name, None)):
+        if callable(vars(Node).get(name)):  # defined on Node itself: restorable as is
 
             def skip(self: Any, _name: str = name) -> None:
                 logger.debug("local Ray: %s skipped", _name)

@@ -461,24 +461,29 @@ def test_idle_cores_go_to_the_trials_still_running_once_no_new_trial_starts(
     assert TrialContext(output_dir="x", deadline=0.0).current_threads() is None
 
 
-def test_asha_never_stops_an_unprunable_trial_before_its_last_report() -> None:
-    """Few-shot heads on cached embeddings: every fold costs milliseconds, so ASHA lets
-    them finish (their reports still set the bar for the costly SetFit trials)."""
-    from types import SimpleNamespace
-
+def _asha(**kw: Any) -> Any:
+    """automl's ASHA over `training_iteration` up to 8 reports, maximising `m`."""
     from ray.tune.schedulers import ASHAScheduler
 
     from automl.search import _asha_class
 
-    asha = _asha_class(ASHAScheduler)(
+    return _asha_class(ASHAScheduler)(
         time_attr="training_iteration",
         max_t=8,
         grace_period=1,
         reduction_factor=2,
         metric="m",
         mode="max",
-        unprunable=("method", ("logreg", "svm")),
+        **kw,
     )
+
+
+def test_asha_never_stops_an_unprunable_trial_before_its_last_report() -> None:
+    """Few-shot heads on cached embeddings: every fold costs milliseconds, so ASHA lets
+    them finish (their reports still set the bar for the costly SetFit trials)."""
+    from types import SimpleNamespace
+
+    asha = _asha(unprunable=("method", ("logreg", "svm")))
     good, weak_head, weak_setfit = (
         SimpleNamespace(config={"method": m}, trial_id=m + str(i))
         for i, m in enumerate(["setfit", "logreg", "setfit"])
@@ -562,22 +567,12 @@ def test_once_no_new_trial_starts_asha_spares_a_weak_trial_unless_another_needs_
     the deadline (then the freed core goes to it)."""
     from types import SimpleNamespace
 
-    from ray.tune.schedulers import ASHAScheduler
-
-    from automl.search import NullObserver, _asha_class, _Collector
+    from automl.search import NullObserver, _Collector
 
     now = time.time()
     settings = SearchSettings(deadline=now + 30, work_dir=str(tmp_path), min_trial_seconds=5)
     collector = _Collector(NullObserver(), settings, tmp_path)
-    asha = _asha_class(ASHAScheduler)(
-        time_attr="training_iteration",
-        max_t=8,
-        grace_period=1,
-        reduction_factor=2,
-        metric="m",
-        mode="max",
-        spare=collector.spare_from_pruning,
-    )
+    asha = _asha(spare=collector.spare_from_pruning)
 
     def weak_result(name: str) -> str:
         """A weak trial's first report, below every one before it on ASHA's rung 1."""
