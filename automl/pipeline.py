@@ -781,8 +781,8 @@ def _route(
         space = space.with_choices("backbone", list(options.backbones))
     if user_space is None and decision.track == "fewshot" and data.modality == "text":
         space = _fewshot_methods(space, options.budget.seconds, decision.min_per_class)
-    if user_space is None and decision.track == "finetune":
-        space = _fill_short_budget(space, options.budget.seconds)
+    if user_space is None and decision.track == "finetune" and data.modality == "text":
+        space = _fill_short_budget(space, options.budget.seconds)  # measured on text only
     return decision, space
 
 

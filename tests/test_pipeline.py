@@ -8,6 +8,7 @@ Three real runs (each starts a local Ray): the CLI run is shared by most tests h
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -389,7 +390,7 @@ def test_in_a_short_budget_the_starting_trial_may_train_up_to_the_most_epochs() 
     """Under SHORT_BUDGET_S each trial slot fits one trial: the default fine-tuning space's
     starting configuration trains up to the space's most epochs (early stopping and the
     deadline still end it) instead of finishing with time nobody can use. Longer budgets,
-    other tracks and a user's own space keep their starting point."""
+    other tracks, images and a user's own space keep their starting point."""
     from automl import pipeline
     from automl.config import Budget
     from automl.errors import ConfigError
@@ -417,3 +418,8 @@ def test_in_a_short_budget_the_starting_trial_may_train_up_to_the_most_epochs() 
     assert starting_epochs(60) == epochs.high
     assert starting_epochs(600) == epochs.init
     assert starting_epochs(60, space_file=str(pipeline.default_space_path())) == epochs.init
+    images = dataclasses.replace(data, modality="image")  # measured on text only
+    options = RunOptions(data="x", budget=Budget(60), track="finetune")
+    image_space = load_space(None, track="finetune", modality="image")
+    routed = pipeline._route(options, images, None)[1]
+    assert routed.init_config()["epochs"] == image_space.init_config()["epochs"]
