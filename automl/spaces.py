@@ -130,13 +130,7 @@ class SearchSpace:
             raise ConfigError(f"cannot set the starting value of unknown parameter {name!r}")
         if not spec.contains(value):
             raise ConfigError(f"{name}: starting value {value!r} is outside its range")
-        new = replace(spec, init=value)
-        return SearchSpace(
-            self.track,
-            tuple(new if p.name == name else p for p in self.params),
-            self.source,
-            self.modality,
-        )
+        return self._with_param(replace(spec, init=value))
 
     def with_choices(self, name: str, values: list[Any]) -> SearchSpace:
         """A copy with a choice parameter narrowed/replaced (e.g. --backbone)."""
@@ -144,13 +138,14 @@ class SearchSpace:
         if spec is None or not values:
             raise ConfigError(f"cannot set choices for unknown parameter {name!r}")
         init = spec.init if spec.init in values else values[0]
-        new = ParamSpec(name=name, type="choice", init=init, values=tuple(values))
-        return SearchSpace(
-            self.track,
-            tuple(new if p.name == name else p for p in self.params),
-            self.source,
-            self.modality,
+        return self._with_param(
+            ParamSpec(name=name, type="choice", init=init, values=tuple(values))
         )
+
+    def _with_param(self, new: ParamSpec) -> SearchSpace:
+        """A copy with the parameter of the same name replaced by `new`."""
+        params = tuple(new if p.name == new.name else p for p in self.params)
+        return replace(self, params=params)
 
 
 def default_space_path(track: str = "finetune", modality: str = "text") -> Path:
